@@ -1,0 +1,168 @@
+"""The training loop and the background run: learning, stopping, NaN handling, resuming."""
+
+import threading
+import time
+
+import pytest
+import torch
+
+from tests.helpers import TINY, random_splits, tiny_model
+from vae_core.config import ModelConfig, TrainConfig
+from vae_core.training import (
+    MAX_CONCURRENT_RUNS,
+    NonFiniteLossError,
+    RunCapacityError,
+    TrainingRun,
+    fit,
+    select_device,
+)
+
+CPU = dict(dataset="random", device="cpu", batch_size=32)
+
+
+def test_fit_lowers_the_loss_and_records_history():
+    data = random_splits()
+    model = tiny_model()
+    result = fit(model, data, TrainConfig(epochs=4, seed=0, **CPU))
+    history = result.history
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert history[-1]["val_total"] < history[0]["val_total"]
+    for r in history:
+        assert r["train_total"] == pytest.approx(r["train_recon"] + r["train_kl"])
+        assert r["val_total"] == pytest.approx(r["val_recon"] + r["val_kl"])
+        assert r["images_per_second"] > 0
+    assert not result.stopped and not model.training
+
+
+def test_fit_is_seeded():
+    data = random_splits()
+    a, b = tiny_model(seed=1), tiny_model(seed=1)
+    ha = fit(a, data, TrainConfig(epochs=2, seed=5, **CPU)).history
+    hb = fit(b, data, TrainConfig(epochs=2, seed=5, **CPU)).history
+    assert ha[-1]["val_total"] == hb[-1]["val_total"]
+
+
+def test_fit_calls_step_and_epoch_callbacks():
+    steps, epochs = [], []
+    fit(
+        tiny_model(),
+        random_splits(n_train=100),
+        TrainConfig(epochs=2, **CPU),
+        on_step=steps.append,
+        on_epoch=lambda r, m: epochs.append(r["epoch"]),
+    )
+    assert len(steps) == 2 * 4 and steps[-1].step == 4 and steps[-1].steps_per_epoch == 4
+    assert epochs == [1, 2]
+
+
+def test_kl_warmup_ramps_the_recorded_weight():
+    history = fit(tiny_model(), random_splits(), TrainConfig(epochs=3, kl_warmup_epochs=4, **CPU)).history
+    weights = [r["kl_weight"] for r in history]
+    assert weights == sorted(weights) and weights[-1] < 1.0 and weights[0] > 0
+
+
+def test_a_nan_loss_stops_the_run_and_restores_the_last_good_epoch():
+    data = random_splits()
+    model = tiny_model()
+    fit(model, data, TrainConfig(epochs=1, **CPU))
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = {"n": 0}
+
+    def poison(info):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            with torch.no_grad():
+                model.to_mu.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match="non-finite|nan|became"):
+        fit(model, data, TrainConfig(epochs=2, **CPU), on_step=poison)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, good[key]), key
+
+
+def test_stop_mid_epoch_keeps_the_last_completed_epoch():
+    data = random_splits(n_train=320)
+    model = tiny_model()
+    stop = threading.Event()
+    states = []
+
+    def on_epoch(record, m):
+        states.append({k: v.clone() for k, v in m.state_dict().items()})
+
+    def on_step(info):
+        if info.epoch == 2 and info.step == 3:
+            stop.set()
+
+    result = fit(model, data, TrainConfig(epochs=5, **CPU), on_step=on_step, on_epoch=on_epoch, stop=stop)
+    assert result.stopped and len(result.history) == 1
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, states[0][key])
+
+
+def test_fit_continues_a_history():
+    data = random_splits()
+    model = tiny_model()
+    first = fit(model, data, TrainConfig(epochs=2, **CPU)).history
+    more = fit(model, data, TrainConfig(epochs=2, **CPU), history=first).history
+    assert [r["epoch"] for r in more] == [1, 2, 3, 4] and more[:2] == first
+
+
+def test_fit_rejects_data_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="expects"):
+        fit(tiny_model(), random_splits(shape=(3, 32, 32)), TrainConfig(epochs=1, **CPU))
+
+
+def test_select_device():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            select_device("cuda")
+
+
+def _wait(run, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not run.snapshot().done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return run.snapshot()
+
+
+def test_training_run_finishes_in_the_background_with_previews_and_timeline():
+    run = TrainingRun(TINY, TrainConfig(epochs=2, **CPU), data=random_splits()).start()
+    snap = _wait(run)
+    assert snap.status == "finished", snap.error
+    assert len(snap.history) == 2 and snap.progress == 1.0
+    assert snap.reconstructions.shape == snap.originals.shape == (8, 1, 28, 28)
+    assert snap.samples.dtype.name == "uint8" and len(snap.samples) == 16
+    assert [f.epoch for f in snap.timeline] == [1, 2] and snap.timeline[0].mu.shape == (64, 2)
+    assert run.join(5) and not run.alive
+    assert run.model is not None and not run.model.training
+
+
+def test_training_run_stop_and_failure_are_reported():
+    run = TrainingRun(TINY, TrainConfig(epochs=500, **CPU), data=random_splits()).start()
+    while run.snapshot().epoch < 2:
+        time.sleep(0.02)
+    run.stop()
+    snap = _wait(run)
+    assert snap.status == "stopped" and len(snap.history) >= 1
+
+    bad = TrainingRun(ModelConfig(arch="mlp", latent_dim=2, image_shape=(3, 32, 32), hidden=(8,)),
+                      TrainConfig(epochs=1, **CPU), data=random_splits()).start()
+    snap = _wait(bad)
+    assert snap.status == "failed" and "expects" in snap.error
+
+
+def test_training_runs_are_capped():
+    runs = [TrainingRun(TINY, TrainConfig(epochs=10_000, **CPU), data=random_splits()).start()
+            for _ in range(MAX_CONCURRENT_RUNS)]
+    try:
+        with pytest.raises(RunCapacityError, match="already going"):
+            TrainingRun(TINY, TrainConfig(epochs=1, **CPU), data=random_splits()).start()
+    finally:
+        for run in runs:
+            run.stop()
+        for run in runs:
+            assert run.join(30)
+    # the slots are free again
+    assert _wait(TrainingRun(TINY, TrainConfig(epochs=1, **CPU), data=random_splits()).start()).status == "finished"
