@@ -10,6 +10,7 @@ from vae_core.losses import kl_divergence
 from vae_core.metrics import (
     active_units,
     collapse_warnings,
+    elbo_breakdown,
     evaluate_elbo,
     iwae_nll,
     kl_per_dimension,
@@ -102,3 +103,15 @@ def test_percentile_of():
     assert percentile_of(1000, ref) == 100.0
     with pytest.raises(ValueError):
         percentile_of(1, np.array([]))
+
+
+def test_elbo_breakdown_is_consistent(trained):
+    model, data = trained
+    b = elbo_breakdown(model, data.test_x[0], seed=3)
+    assert b.mu.shape == b.logvar.shape == b.eps.shape == b.z.shape == (3,)
+    assert np.allclose(b.z, b.mu + np.exp(0.5 * b.logvar) * b.eps, atol=1e-6)
+    assert b.elbo == pytest.approx(-b.recon - b.kl)
+    assert b.kl > 0 and b.x_hat.shape == (1, 28, 28)
+    mu, logvar = model.encode(data.test_x[:1].float() / 255)
+    assert b.kl == pytest.approx(kl_divergence(mu, logvar).item(), rel=1e-5)
+    assert np.array_equal(elbo_breakdown(model, data.test_x[0], seed=3).z, b.z)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -210,3 +211,191 @@ def percentile_of(value: float, reference: np.ndarray) -> float:
     if reference.size == 0:
         raise ValueError("percentile_of needs at least one reference value")
     return float((reference < value).mean() * 100.0)
+
+
+class ELBOBreakdown(NamedTuple):
+    """One image's trip through the VAE, with every intermediate a display can show.
+
+    ``mu``, ``logvar``, ``eps``, ``z`` are (D,); ``x_hat`` is (C, H, W) in [0, 1];
+    ``recon`` is -log p(x|z) for this z and ``kl`` the closed-form KL, both in nats;
+    ``elbo`` = -recon - kl (a lower bound on log p(x)).
+    """
+
+    mu: np.ndarray
+    logvar: np.ndarray
+    eps: np.ndarray
+    z: np.ndarray
+    x_hat: np.ndarray
+    recon: float
+    kl: float
+    elbo: float
+
+
+@torch.inference_mode()
+def elbo_breakdown(model: VAE, x: torch.Tensor, *, seed: int = 0) -> ELBOBreakdown:
+    """Encode one image (C, H, W), draw z = mu + sigma * eps with a seeded eps, decode, and score it."""
+    model.eval()
+    xb = next(_batches(x.unsqueeze(0), 1, model.device))
+    mu, logvar = model.encode(xb)
+    eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed)).to(mu.device)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    logits = model.decode_logits(z)
+    recon = reconstruction_nll(xb, logits, likelihood=model.config.likelihood, log_scale=model.log_scale).item()
+    kl = kl_divergence(mu, logvar).item()
+
+    def flat(t: torch.Tensor) -> np.ndarray:
+        return t[0].float().cpu().numpy()
+
+    return ELBOBreakdown(flat(mu), flat(logvar), flat(eps), flat(z), flat(torch.sigmoid(logits)), recon, kl, -recon - kl)
+
+
+class Reference(NamedTuple):
+    """A published test NLL to draw beside this model's figures, with the setting it was measured in."""
+
+    label: str
+    nats: float
+    setting: str
+
+
+# Burda, Grosse & Salakhutdinov 2015, "Importance Weighted Autoencoders", table 1: one stochastic
+# layer, test -log p(x) estimated with k = 5000 importance samples on dynamically binarized MNIST.
+_BURDA_SETTING = "dynamically binarized full MNIST (60k train), NLL with k = 5000"
+LITERATURE_NLL = (
+    Reference("VAE (Burda et al. 2015)", 86.76, _BURDA_SETTING),
+    Reference("IWAE (Burda et al. 2015)", 84.78, _BURDA_SETTING),
+)
+
+
+class IWAECost(NamedTuple):
+    """What an importance-weighted NLL run costs: decoder passes (images x K) and estimated seconds."""
+
+    decodes: int
+    seconds: float
+
+
+def decode_seconds(model: VAE, x: torch.Tensor, *, decodes: int = 2048, seed: int = 0) -> float:
+    """Time ``iwae_nll`` on a small calibration batch and return seconds per decoded sample.
+
+    Args:
+        model: the VAE.
+        x: a few images (N, C, H, W), uint8 or [0, 1]; up to 16 are used.
+        decodes: decoder passes to time (images x K), >= 1.
+        seed: seeds the samples.
+
+    Returns:
+        Wall-clock seconds per decode, > 0.
+    """
+    if decodes < 1:
+        raise ValueError(f"decodes must be >= 1, got {decodes}")
+    if len(x) == 0:
+        raise ValueError("timing the NLL needs at least one image")
+    images = x[:16]
+    k = max(1, decodes // len(images))
+    iwae_nll(model, images[:1], k=1, seed=seed)  # warm up lazy initialisation outside the timing
+    start = time.perf_counter()
+    iwae_nll(model, images, k=k, seed=seed)
+    return max(time.perf_counter() - start, 1e-9) / (k * len(images))
+
+
+def iwae_cost(*, n: int, k: int, seconds_per_decode: float) -> IWAECost:
+    """Return the decoder passes (n images x k samples) and the seconds they should take."""
+    if n < 0 or k < 1:
+        raise ValueError(f"need n >= 0 images and k >= 1 samples, got n={n}, k={k}")
+    if seconds_per_decode < 0:
+        raise ValueError(f"seconds_per_decode must be >= 0, got {seconds_per_decode}")
+    return IWAECost(n * k, n * k * seconds_per_decode)
+
+
+class TypicalityRanking(NamedTuple):
+    """Indices of the most typical (lowest -ELBO first) and least typical (highest first) images."""
+
+    most_typical: np.ndarray
+    least_typical: np.ndarray
+
+
+def rank_typicality(scores: np.ndarray, *, k: int) -> TypicalityRanking:
+    """Rank images by their negative ELBO (``per_sample_elbo``): low is typical, high is unusual.
+
+    Args:
+        scores: -ELBO per image, (N,), in nats.
+        k: how many to return at each end, clipped to N.
+
+    Returns:
+        TypicalityRanking(most_typical int64 (k,), least_typical int64 (k,)); ties keep index order.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if scores.size == 0:
+        raise ValueError("ranking needs at least one score")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinite values; the model may have diverged")
+    order = np.argsort(scores, kind="stable")
+    k = min(k, scores.size)
+    return TypicalityRanking(order[:k].astype(np.int64), order[::-1][:k].astype(np.int64))
+
+
+def parameter_count(model: VAE) -> int:
+    """Return the number of parameters, trainable or frozen (a loaded checkpoint's are frozen)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+class ModelSummary(NamedTuple):
+    """Figures that compare two models on the same images: -ELBO parts, active units, size."""
+
+    elbo: ELBOResult
+    active: int
+    latent_dim: int
+    parameters: int
+
+
+def model_summary(model: VAE, x: torch.Tensor, *, seed: int = 0) -> ModelSummary:
+    """Return the -ELBO parts, active units, latent size and parameter count of ``model`` on ``x``."""
+    return ModelSummary(
+        evaluate_elbo(model, x, seed=seed),
+        active_units(model, x).count,
+        model.config.latent_dim,
+        parameter_count(model),
+    )
+
+
+# Percentile thresholds of an image's -ELBO among test images for ``anomaly_verdict``.
+UNUSUAL_PERCENTILE = 80.0
+VERY_UNUSUAL_PERCENTILE = 95.0
+
+
+class Verdict(NamedTuple):
+    """A plain-language reading of a percentile: ``level`` is "typical", "unusual" or "very unusual"."""
+
+    level: str
+    message: str
+
+
+def anomaly_verdict(percentile: float) -> Verdict:
+    """Say how unusual an image is from the percentile of its -ELBO among test images (``percentile_of``).
+
+    Above ``VERY_UNUSUAL_PERCENTILE`` it is "very unusual", above ``UNUSUAL_PERCENTILE``
+    "unusual", else "typical". A high -ELBO means the model explains the image badly, so a
+    high percentile flags an image unlike the training data (an anomaly score).
+
+    Args:
+        percentile: the percentage of test images with a lower -ELBO, in [0, 100].
+
+    Returns:
+        Verdict(level, message).
+    """
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+    share = "every test image" if percentile >= 100.0 else f"{percentile:.0f}% of the test images"
+    if percentile > VERY_UNUSUAL_PERCENTILE:
+        return Verdict(
+            "very unusual",
+            f"Very unusual: the model explains this image worse than {share}. It probably looks unlike "
+            "anything the model was trained on (or the preprocessing did not match).",
+        )
+    if percentile > UNUSUAL_PERCENTILE:
+        return Verdict("unusual", f"Unusual: the model explains this image worse than {share}.")
+    return Verdict(
+        "typical",
+        f"Typical: the model explains this image about as well as its test images (worse than {share}).",
+    )

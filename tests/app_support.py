@@ -1,0 +1,129 @@
+"""Support for app tests: a folder of tiny checkpoints, AppTest runs, and a real server with Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.helpers import random_splits, tiny_model
+from vae_core.bundle import save_trained, test_metrics
+from vae_core.config import ModelConfig, TrainConfig
+from vae_core.training import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+TINY_MODELS = {
+    "tiny-mlp-2": ModelConfig(arch="mlp", latent_dim=2, hidden=(32,)),
+    "tiny-conv-4": ModelConfig(arch="conv", latent_dim=4, channels=(4, 8)),
+}
+
+
+def make_tiny_checkpoints(folder: Path) -> dict[str, Path]:
+    """Train two tiny models for one epoch on random blobs and save them with a bundled sample."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = random_splits(n_train=128, n_test=96)
+    paths = {}
+    for name, config in TINY_MODELS.items():
+        model = tiny_model(config)
+        train = TrainConfig(dataset="random", epochs=2, batch_size=32, device="cpu")
+        history = fit(model, data, train).history
+        metrics = test_metrics(model, data.test_x, nll_k=5)
+        paths[name] = save_trained(
+            folder / f"{name}.pt", model=model, data=data, train_config=train, history=history, metrics=metrics,
+            sample_size=96,
+        )
+    return paths
+
+
+def app_test(page: str | None = None, *, timeout: float = 60):
+    """Return an AppTest of app.py that has run once, switched to ``page`` (e.g. "pages/decode.py")."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    at.run()
+    if page is not None:
+        at.switch_page(page)
+        at.run()
+    return at
+
+
+def assert_no_exception(at) -> None:
+    """Fail with the messages of any exception element the app rendered."""
+    problems = [e.value for e in at.exception]
+    assert not problems, problems
+
+
+def free_port() -> int:
+    """Return a free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(*, env: dict[str, str] | None = None, script: Path = ROOT / "app.py") -> Iterator[str]:
+    """Start ``streamlit run`` headless on a free loopback port; yield its URL; stop it afterwards."""
+    port = free_port()
+    streamlit = Path(sys.executable).with_name("streamlit")
+    command = [
+        str(streamlit) if streamlit.exists() else shutil.which("streamlit") or "streamlit",
+        "run", str(script), "--server.headless", "true", "--server.port", str(port),
+        "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+    ]
+    log = open(ROOT / "test-artifacts" / f"streamlit-{port}.log", "w")
+    proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not start; see {log.name}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def launch_chromium(playwright):
+    """Launch Debian's Chromium headless with the flags this sandbox needs."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+
+
+def wait_for_app(page, *, timeout_ms: int = 60_000) -> None:
+    """Wait until Streamlit has finished running the script (no 'running' indicator)."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    page.wait_for_function(
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')
+               || !document.querySelector('[data-testid="stStatusWidget"]').innerText.includes('Running')""",
+        timeout=timeout_ms,
+    )
+    page.wait_for_timeout(300)

@@ -1,0 +1,54 @@
+"""The frame (navigation, model picker) and the Home page, through Streamlit's AppTest."""
+
+from pathlib import Path
+
+from tests.app_support import app_test, assert_no_exception
+
+
+def test_home_shows_the_model_its_samples_and_the_explanation(app_env: Path):
+    at = app_test()
+    assert_no_exception(at)
+    assert at.title[0].value == "VAE latent-space explorer"
+    labels = [m.label for m in at.metric]
+    assert "Test −ELBO" in labels and "Architecture" in labels
+    assert any("reparameterization" in md.value for md in at.markdown)
+    assert len(at.sidebar.selectbox) == 1
+    assert len(at.sidebar.selectbox[0].options) == 2
+
+
+def test_new_samples_and_another_example_change_the_page(app_env: Path):
+    at = app_test()
+    before = [md.value for md in at.markdown if "reparameterization" in md.value]
+    at.button(key="home_next_example").click().run()
+    after = [md.value for md in at.markdown if "reparameterization" in md.value]
+    assert before != after
+    at.button(key="home_resample").click().run()
+    assert at.session_state["home_seed"] == 1
+    assert_no_exception(at)
+
+
+def test_switching_the_model_in_the_sidebar_changes_what_is_shown(app_env: Path):
+    at = app_test()
+    at.sidebar.selectbox[0].set_value({"kind": "file", "path": str(app_env / "tiny-conv-4.pt")}).run()
+    assert_no_exception(at)
+    arch = next(m.value for m in at.metric if m.label == "Architecture")
+    assert arch == "CONV · z = 4"
+
+
+def test_no_checkpoints_explains_how_to_get_a_model(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("VAE_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("VAE_DATA_DIR", str(tmp_path))
+    at = app_test()
+    assert_no_exception(at)
+    assert any("No model is loaded" in i.value for i in at.info)
+
+
+def test_a_corrupt_checkpoint_in_the_folder_is_named_not_raised(tmp_path: Path, monkeypatch, tiny_checkpoints):
+    (tmp_path / "good.pt").write_bytes((tiny_checkpoints / "tiny-mlp-2.pt").read_bytes())
+    (tmp_path / "broken.pt").write_bytes(b"this is not a checkpoint")
+    monkeypatch.setenv("VAE_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("VAE_DATA_DIR", str(tmp_path))
+    at = app_test()
+    assert_no_exception(at)
+    assert any("broken.pt" in w.value for w in at.sidebar.warning)
+    assert at.title[0].value == "VAE latent-space explorer"
