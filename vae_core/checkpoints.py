@@ -1,0 +1,850 @@
+"""Save and load self-describing VAE checkpoints, and never run code from a file.
+
+A checkpoint is one ``torch.save`` zip file holding a dict of plain values and tensors
+only: format version, model and train configs, dataset name and preprocessing, class
+names, loss history, test metrics, a small uint8 sample of evaluation images (so the
+analysis pages work with no dataset on disk), free-form plain ``extra`` metadata, the
+package version, the creation time and the state dict.
+
+Loading is defended twice. First the file's pickle stream is read opcode by opcode
+(``pickletools.genops`` parses, it executes nothing) and any callable other than
+PyTorch's tensor-rebuilding functions is refused. Then ``torch.load(weights_only=True)``
+unpickles it with PyTorch's restricted unpickler. There is no fallback to
+``weights_only=False``. Every failure becomes a :class:`CheckpointError` with a message
+a user can act on. Saving goes through a temporary file in the same folder and
+``os.replace``, so a crash never leaves half a checkpoint or destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+import pickletools
+import re
+import tempfile
+import unicodedata
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePath
+from typing import Any, BinaryIO, NamedTuple
+
+import torch
+
+import vae_core
+from vae_core.config import ModelConfig, TrainConfig
+from vae_core.model import VAE
+
+FORMAT = "vae-explorer-checkpoint"
+FORMAT_VERSION = 1
+SUFFIX = ".pt"
+MAX_CHECKPOINT_BYTES = 512 * 1024**2
+MAX_PICKLE_BYTES = 64 * 1024**2
+MAX_NAME_LENGTH = 64
+
+REFUSED = (
+    "refused: this file contains Python objects that could run code; "
+    "only vae-explorer checkpoints are accepted"
+)
+CORRUPT = "the file is truncated or corrupt"
+
+# What torch.save (zip format, pickle protocol 2) writes for a dict of tensors; nothing else may be named.
+_STORAGES = ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
+_ALLOWED_GLOBALS = frozenset(
+    {
+        "torch._utils _rebuild_tensor_v2",
+        "collections OrderedDict",
+        *(f"torch {kind}Storage" for kind in _STORAGES),
+    }
+)
+# Opcodes that look a callable up without GLOBAL's "module name" argument, or build objects by class.
+_CODE_OPCODES = frozenset({"STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"})
+_ZIP_MAGIC = b"PK\x03\x04"
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be saved, read or trusted; the message says why in plain words."""
+
+
+class CheckpointExists(CheckpointError):
+    """The chosen checkpoint name is taken (or names a shipped model) and overwriting was not allowed."""
+
+
+class Sample(NamedTuple):
+    """A small bundle of evaluation data stored in a checkpoint.
+
+    ``images`` is uint8 (N, C, H, W) in [0, 255]; ``labels`` is int64 (N,).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Describe a checkpoint without its weights.
+
+    ``path`` is None for a checkpoint read from bytes or an upload. ``history`` holds one
+    dict per epoch; ``metrics`` the test results (``test_total``, ``test_recon``,
+    ``test_kl``, ``test_nll``, ``nll_k``, ``active_units``, ...); ``extra`` plain metadata
+    such as split sizes, seed and ``shipped``. The dict fields are left out of the hash,
+    so an info can still key a cache; treat them as read-only.
+    """
+
+    path: Path | None
+    name: str
+    model_config: ModelConfig
+    train_config: TrainConfig | None
+    dataset: str
+    preprocessing: str
+    class_names: tuple[str, ...]
+    history: tuple[dict[str, Any], ...] = field(hash=False)
+    metrics: dict[str, float] = field(hash=False)
+    extra: dict[str, Any] = field(hash=False)
+    created: str
+    package_version: str
+    format_version: int
+    size_bytes: int
+    mtime: float | None
+    has_sample: bool
+
+    @property
+    def epochs(self) -> int:
+        """Return the number of epochs trained (one history entry each)."""
+        return len(self.history)
+
+    @property
+    def shipped(self) -> bool:
+        """Return whether this checkpoint ships with the app (``extra["shipped"]``)."""
+        return bool(self.extra.get("shipped", False))
+
+    @property
+    def summary(self) -> str:
+        """Return one line such as ``mnist · conv · z=16 · 20 epochs · test ELBO 98.3``."""
+        cfg = self.model_config
+        parts = [self.dataset, cfg.arch]
+        if cfg.likelihood != "bernoulli":
+            parts.append(cfg.likelihood)
+        parts.append(f"z={cfg.latent_dim}")
+        parts.append(f"{self.epochs} epoch" + ("" if self.epochs == 1 else "s"))
+        if _is_number(self.metrics.get("test_total")):
+            parts.append(f"test ELBO {self.metrics['test_total']:.1f}")
+        if _is_number(self.metrics.get("test_nll")):
+            parts.append(f"NLL {self.metrics['test_nll']:.1f}")
+        return " · ".join(parts)
+
+
+class LoadedCheckpoint(NamedTuple):
+    """A model ready for inference, its metadata, and its bundled sample (None when absent).
+
+    ``model`` is in eval mode with ``requires_grad`` off on every parameter: it may be
+    shared read-only between threads, so never train it in place.
+    """
+
+    model: VAE
+    info: CheckpointInfo
+    sample: Sample | None
+
+
+class BadCheckpoint(NamedTuple):
+    """A ``.pt`` file in a folder that could not be read, and why."""
+
+    path: Path
+    reason: str
+
+
+class CheckpointListing(NamedTuple):
+    """The readable checkpoints of a folder and the unreadable ones, each sorted by file name."""
+
+    good: list[CheckpointInfo]
+    bad: list[BadCheckpoint]
+
+
+# ----------------------------------------------------------------------------------------------- saving
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    model: VAE,
+    train_config: TrainConfig | None,
+    dataset: str,
+    history: Iterable[Mapping[str, Any]],
+    preprocessing: str = "",
+    class_names: Iterable[str] = (),
+    metrics: Mapping[str, float] | None = None,
+    sample: Sample | tuple[torch.Tensor, torch.Tensor] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a self-describing checkpoint atomically.
+
+    The payload goes to a temporary file in the destination folder, is flushed and
+    fsynced, then renamed over ``path`` with ``os.replace``. On any failure the temporary
+    file is removed and a previous file at ``path`` is left as it was.
+
+    Args:
+        path: Destination file; parent folders are created.
+        model: The VAE; its state dict is copied to the CPU.
+        train_config: How it was trained, or None (e.g. an imported model).
+        dataset: Dataset name, e.g. ``"mnist"``.
+        history: One dict of numbers per epoch (``training.fit``'s history).
+        preprocessing: How raw images became model inputs, in words.
+        class_names: One name per label.
+        metrics: Test results in nats, e.g. ``test_total``, ``test_nll``.
+        sample: uint8 images (N, C, H, W) matching the model's image shape and integer
+            labels (N,), stored so the app works without the dataset.
+        extra: Plain values only (str, int, float, bool, None, lists, dicts), e.g.
+            split sizes, seed, ``shipped``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: An argument cannot be stored safely (wrong type, non-finite weights,
+            a sample that does not match the model).
+    """
+    if not isinstance(model, VAE):
+        raise ValueError(f"model must be a vae_core VAE, got {type(model).__name__}")
+    if train_config is not None and not isinstance(train_config, TrainConfig):
+        raise ValueError(f"train_config must be a TrainConfig or None, got {type(train_config).__name__}")
+    if not isinstance(dataset, str) or not dataset:
+        raise ValueError(f"dataset must be a non-empty name, got {dataset!r}")
+    if not isinstance(preprocessing, str):
+        raise ValueError(f"preprocessing must be a string, got {type(preprocessing).__name__}")
+    names = tuple(class_names)
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"class_names must all be strings, got {names!r}")
+    rows = [_plain(dict(row), where=f"history[{i}]") for i, row in enumerate(history)]
+    state_dict = {key: value.detach().to("cpu") for key, value in model.state_dict().items()}
+    bad = _first_non_finite(state_dict)
+    if bad is not None:
+        raise ValueError(f"refusing to save: weight {bad!r} contains NaN or inf (did training diverge?)")
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": vae_core.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model_config": model.config.to_dict(),
+        "train_config": None if train_config is None else train_config.to_dict(),
+        "dataset": dataset,
+        "preprocessing": preprocessing,
+        "class_names": list(names),
+        "history": rows,
+        "metrics": _plain_metrics(metrics),
+        "extra": _plain(dict(extra or {}), where="extra"),
+        "sample": _sample_payload(sample, image_shape=model.config.image_shape),
+        "state_dict": state_dict,
+    }
+    return _atomic_save(Path(path), payload)
+
+
+def _atomic_save(path: Path, payload: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target, so os.replace is an atomic rename on one filesystem; the
+    # leading dot and .tmp suffix keep it out of list_checkpoints.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Persist the rename itself (POSIX); best effort, some filesystems refuse it.
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _plain(value: Any, *, where: str) -> Any:
+    """Return ``value`` as plain Python types a ``weights_only`` load accepts, or raise ValueError."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where} keys must be strings, got {key!r}")
+            out[key] = _plain(item, where=f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        items = [_plain(item, where=f"{where}[{i}]") for i, item in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
+    # numpy scalars and one-element tensors (a loss after .detach()) become Python numbers.
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return _plain(value.item(), where=where)
+    raise ValueError(
+        f"{where} must hold only plain values (str, int, float, bool, None, lists, dicts), "
+        f"got {type(value).__name__}"
+    )
+
+
+def _plain_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | int]:
+    out = _plain(dict(metrics or {}), where="metrics")
+    for key, value in out.items():
+        if not _is_number(value):
+            raise ValueError(f"metrics[{key!r}] must be a number, got {value!r}")
+    return out
+
+
+def _sample_payload(
+    sample: Sample | tuple[torch.Tensor, torch.Tensor] | None, *, image_shape: tuple[int, int, int]
+) -> dict[str, torch.Tensor] | None:
+    if sample is None:
+        return None
+    if not isinstance(sample, tuple) or len(sample) != 2:
+        raise ValueError("sample must be Sample(images, labels) or None")
+    images, labels = sample
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        raise ValueError("sample images must be a uint8 tensor (N, C, H, W) in [0, 255]")
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(
+            f"sample images must be (N, {', '.join(map(str, image_shape))}) to match the model, "
+            f"got {tuple(images.shape)}"
+        )
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+        or labels.shape != (images.shape[0],)
+    ):
+        raise ValueError(f"sample labels must be an integer tensor of shape ({images.shape[0]},)")
+    # clone(): a slice of a larger tensor would otherwise save the whole underlying storage.
+    return {
+        "images": images.detach().to("cpu").contiguous().clone(),
+        "labels": labels.detach().to("cpu", torch.int64).contiguous().clone(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_checkpoint(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO,
+    *,
+    map_location: str | torch.device = "cpu",
+) -> LoadedCheckpoint:
+    """Rebuild a VAE from a checkpoint alone, without unpickling arbitrary objects.
+
+    Args:
+        source: A file path, the file's bytes, or a binary file object (an upload).
+        map_location: Device for the model. The sample always stays on the CPU.
+
+    Returns:
+        ``LoadedCheckpoint(model, info, sample)``; the model is in eval mode with
+        ``requires_grad`` off.
+
+    Raises:
+        CheckpointError: The file is missing, too large, empty, truncated, not a
+            vae-explorer checkpoint, from a newer format, carries code, or its weights do
+            not fit its model config or are not finite.
+    """
+    payload, meta = _read_payload(source, mmap=False)
+    info, state_dict, sample = _parse(payload, meta)
+    label = meta.label
+    bad = _first_non_finite(state_dict)
+    if bad is not None:
+        raise CheckpointError(f"{label}: contains NaN/inf weights (in {bad!r}); the training run diverged")
+    model = VAE(info.model_config)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:  # _check_weights should have caught it; keep the message readable anyway
+        raise CheckpointError(
+            f"{label}: the weights do not fit the model config: {_first_line(err)}"
+        ) from None
+    model.requires_grad_(False)
+    model.eval()
+    return LoadedCheckpoint(model.to(map_location), info, sample)
+
+
+def read_info(path: str | os.PathLike[str]) -> CheckpointInfo:
+    """Read a checkpoint's metadata, checking its weights' names and shapes but not loading them.
+
+    Args:
+        path: A checkpoint file.
+
+    Returns:
+        Its :class:`CheckpointInfo`.
+
+    Raises:
+        CheckpointError: As :func:`load_checkpoint`, except that non-finite weights go unnoticed.
+    """
+    # mmap: tensors stay on disk, so listing a folder does not read every model's weights.
+    payload, meta = _read_payload(Path(path), mmap=True)
+    info, _, _ = _parse(payload, meta)
+    return info
+
+
+def list_checkpoints(folder: str | os.PathLike[str]) -> CheckpointListing:
+    """List every ``*.pt`` file in a folder (not its subfolders) with its metadata.
+
+    Args:
+        folder: The folder; a missing folder lists as empty.
+
+    Returns:
+        ``CheckpointListing(good, bad)``: infos of readable checkpoints and
+        ``BadCheckpoint(path, reason)`` for the others, each sorted by file name.
+    """
+    folder = Path(folder)
+    good: list[CheckpointInfo] = []
+    bad: list[BadCheckpoint] = []
+    if not folder.is_dir():
+        return CheckpointListing(good, bad)
+    files = sorted(p for p in folder.glob(f"*{SUFFIX}") if p.is_file() and not p.name.startswith("."))
+    for path in files:
+        try:
+            good.append(read_info(path))
+        except CheckpointError as err:
+            bad.append(BadCheckpoint(path, str(err)))
+    return CheckpointListing(good, bad)
+
+
+class _Meta(NamedTuple):
+    path: Path | None
+    label: str
+    size_bytes: int
+    mtime: float | None
+
+
+def _read_payload(source: Any, *, mmap: bool) -> tuple[Any, _Meta]:
+    """Return what ``torch.load(weights_only=True)`` makes of the file, after the checks it needs first."""
+    data: bytes | None = None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        label = path.name or str(path)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise CheckpointError(f"no checkpoint file at {path}") from None
+        except OSError as err:
+            raise CheckpointError(f"{label}: cannot be read ({err.strerror or err})") from None
+        if not path.is_file():
+            raise CheckpointError(f"{path} is not a file")
+        meta = _Meta(path, label, stat.st_size, stat.st_mtime)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        meta = _Meta(None, "uploaded file", len(data), None)
+    elif hasattr(source, "read"):
+        data = source.read(MAX_CHECKPOINT_BYTES + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise CheckpointError("the upload must be opened in binary mode")
+        data = bytes(data)
+        name = getattr(source, "name", None)
+        label = PurePath(name).name if isinstance(name, str) and name else "uploaded file"
+        meta = _Meta(None, label, len(data), None)
+    else:
+        raise TypeError(f"source must be a path, bytes or a binary file, got {type(source).__name__}")
+
+    label = meta.label
+    if meta.size_bytes == 0:
+        raise CheckpointError(f"{label}: the file is empty")
+    if meta.size_bytes > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{label}: {meta.size_bytes / 1024**2:.0f} MB is larger than the "
+            f"{MAX_CHECKPOINT_BYTES / 1024**2:.0f} MB limit for a checkpoint"
+        )
+    try:
+        with _open(meta.path, data) as handle:
+            if handle.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+                handle.seek(0)
+                _reject_non_zip(handle.read(), label)
+            handle.seek(0)
+            _check_archive(handle, label)
+            if mmap and meta.path is not None and meta.path.suffix != ".safetensors":
+                # A path, so torch can map the storages instead of reading them.
+                return _torch_load(os.fspath(meta.path), label, mmap=True), meta
+            handle.seek(0)
+            return _torch_load(handle, label, mmap=False), meta
+    except OSError as err:
+        raise CheckpointError(f"{label}: cannot be read ({err.strerror or err})") from None
+
+
+def _open(path: Path | None, data: bytes | None) -> BinaryIO:
+    return open(path, "rb") if path is not None else io.BytesIO(data or b"")
+
+
+def _reject_non_zip(data: bytes, label: str) -> None:
+    """Refuse a plain pickle that names callables; call anything else not a checkpoint."""
+    if _pickle_names_code(data) is True:
+        raise CheckpointError(f"{label}: {REFUSED}")
+    raise CheckpointError(
+        f"{label}: not a vae-explorer checkpoint (not a PyTorch zip file; "
+        "this app reads only files written by vae-explorer's save_checkpoint)"
+    )
+
+
+def _check_archive(handle: BinaryIO, label: str) -> None:
+    """Check the zip's layout and refuse its pickle if it names anything but tensor rebuilders."""
+    pickled = b""
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            names = archive.namelist()
+            pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
+            entry = archive.getinfo(pickles[0]) if len(pickles) == 1 else None
+            if entry is not None and entry.file_size <= MAX_PICKLE_BYTES:
+                pickled = archive.read(entry)
+    except Exception:  # BadZipFile, EOFError, zlib.error, a bad CRC, an impossible offset...
+        raise CheckpointError(f"{label}: {CORRUPT}") from None
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        raise CheckpointError(
+            f"{label}: a TorchScript archive (torch.jit.save), not a vae-explorer checkpoint"
+        )
+    if entry is None:
+        raise CheckpointError(f"{label}: not a vae-explorer checkpoint (a zip archive of other files)")
+    if len(names) != len(set(names)):
+        raise CheckpointError(f"{label}: {CORRUPT} (an entry appears twice)")
+    if entry.file_size > MAX_PICKLE_BYTES:
+        raise CheckpointError(f"{label}: not a vae-explorer checkpoint (its metadata is too large)")
+    verdict = _pickle_names_code(pickled)
+    if verdict is None:
+        raise CheckpointError(f"{label}: {CORRUPT}")
+    if verdict:
+        raise CheckpointError(f"{label}: {REFUSED}")
+
+
+def _pickle_names_code(data: bytes) -> bool | None:
+    """Return whether one pickle stream names a callable outside the allowlist; None if it does not parse.
+
+    ``pickletools.genops`` only decodes opcodes, so nothing in ``data`` runs here.
+    """
+    names_code = False
+    try:
+        # Decode to the end first: a text file can start with bytes that read as opcodes.
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in _CODE_OPCODES or (opcode.name == "GLOBAL" and arg not in _ALLOWED_GLOBALS):
+                names_code = True
+    except Exception:  # any decoding error: not a (complete) pickle
+        return None
+    return names_code
+
+
+def _torch_load(file: Any, label: str, *, mmap: bool) -> Any:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        # The restricted unpickler refused a global: never retry with weights_only=False.
+        text = str(err).lower()
+        if "global" in text or "blocked" in text:
+            raise CheckpointError(f"{label}: {REFUSED}") from None
+        raise CheckpointError(f"{label}: {CORRUPT}") from None
+    except Exception as err:  # torch reports a damaged zip as RuntimeError, odd bytes as anything
+        raise CheckpointError(f"{label}: {CORRUPT} ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def _parse(payload: Any, meta: _Meta) -> tuple[CheckpointInfo, dict[str, torch.Tensor], Sample | None]:
+    """Validate a loaded payload field by field; return its info, state dict and sample."""
+    label = meta.label
+
+    def fail(reason: str) -> CheckpointError:
+        return CheckpointError(f"{label}: {reason}")
+
+    if not isinstance(payload, dict):
+        raise fail(
+            f"not a vae-explorer checkpoint (it holds a {type(payload).__name__}, not a checkpoint dict)"
+        )
+    if "format" not in payload:
+        if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            raise fail(
+                "not a vae-explorer checkpoint: it is a bare state_dict (weights only), probably from "
+                "another project; a vae-explorer checkpoint also records its model config, dataset and history"
+            )
+        keys = ", ".join(sorted(map(str, payload))[:8]) or "none"
+        raise fail(f"not a vae-explorer checkpoint (it has no 'format' field; its keys: {keys})")
+    fmt = payload["format"]
+    if not isinstance(fmt, str) or fmt != FORMAT:
+        raise fail(
+            f"not a vae-explorer checkpoint (format {fmt if isinstance(fmt, str) else type(fmt).__name__!r})"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise fail(f"unknown checkpoint format version {version!r}")
+    if version > FORMAT_VERSION:
+        made_by = payload.get("package_version")
+        by = f", package {made_by}" if isinstance(made_by, str) else ""
+        raise fail(
+            f"made by a newer version of vae-explorer (format {version}{by}); "
+            f"this app reads format {FORMAT_VERSION}; upgrade vae-explorer to open it"
+        )
+    unplain = _find_unplain(payload)
+    if unplain is not None:
+        raise fail(f"not a vae-explorer checkpoint (unexpected {unplain})")
+
+    try:
+        model_config = ModelConfig.from_dict(payload.get("model_config"))
+    except (ValueError, TypeError) as err:
+        raise fail(f"invalid model config: {err}") from None
+    raw_train = payload.get("train_config")
+    try:
+        train_config = None if raw_train is None else TrainConfig.from_dict(raw_train)
+    except (ValueError, TypeError) as err:
+        raise fail(f"invalid train config: {err}") from None
+
+    dataset = payload.get("dataset")
+    if not isinstance(dataset, str) or not dataset:
+        raise fail("the dataset name is missing")
+    preprocessing = payload.get("preprocessing", "")
+    class_names = payload.get("class_names", [])
+    history = payload.get("history", [])
+    metrics = payload.get("metrics") or {}
+    extra = payload.get("extra") or {}
+    created = payload.get("created", "")
+    package_version = payload.get("package_version", "")
+    if not isinstance(preprocessing, str):
+        raise fail("preprocessing must be a string")
+    if not isinstance(class_names, (list, tuple)) or not all(isinstance(n, str) for n in class_names):
+        raise fail("class_names must be a list of strings")
+    if not isinstance(history, (list, tuple)) or not all(isinstance(row, dict) for row in history):
+        raise fail("history must be a list of dicts, one per epoch")
+    if not isinstance(metrics, dict) or not all(_is_number(v) for v in metrics.values()):
+        raise fail("metrics must be a dict of numbers")
+    if not isinstance(extra, dict):
+        raise fail("extra must be a dict")
+    if not isinstance(created, str) or not isinstance(package_version, str):
+        raise fail("created and package_version must be strings")
+
+    sample = _parse_sample(payload.get("sample"), model_config, fail)
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise fail("the state_dict is missing or holds something other than tensors")
+    _check_weights(state_dict, model_config, fail)
+
+    info = CheckpointInfo(
+        path=meta.path,
+        name=meta.path.stem if meta.path is not None else PurePath(label).stem,
+        model_config=model_config,
+        train_config=train_config,
+        dataset=dataset,
+        preprocessing=preprocessing,
+        class_names=tuple(class_names),
+        history=tuple(history),
+        metrics=dict(metrics),
+        extra=dict(extra),
+        created=created,
+        package_version=package_version,
+        format_version=version,
+        size_bytes=meta.size_bytes,
+        mtime=meta.mtime,
+        has_sample=sample is not None,
+    )
+    return info, state_dict, sample
+
+
+def _find_unplain(value: Any, where: str = "payload") -> str | None:
+    """Return where a value other than plain types and tensors hides in the payload, if anywhere."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"key {key!r} in {where}"
+            found = _find_unplain(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _find_unplain(item, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return f"{type(value).__name__} at {where}"
+
+
+def _parse_sample(raw: Any, config: ModelConfig, fail: Any) -> Sample | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"images", "labels"}:
+        raise fail("the bundled sample must hold exactly 'images' and 'labels'")
+    images, labels = raw["images"], raw["labels"]
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+        raise fail("the bundled sample images must be uint8 (N, C, H, W)")
+    if tuple(images.shape[1:]) != config.image_shape:
+        raise fail(
+            f"the bundled sample images are {tuple(images.shape[1:])}, "
+            f"but the model expects {config.image_shape}"
+        )
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != (len(images),):
+        raise fail(f"the bundled sample labels must be int64 of shape ({len(images)},)")
+    return Sample(images, labels)
+
+
+def _check_weights(state_dict: dict[str, torch.Tensor], config: ModelConfig, fail: Any) -> None:
+    """Compare names and shapes with the model the config describes (built on the meta device, no memory)."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in VAE(config).state_dict().items()}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing:
+        raise fail(f"the weights do not fit the model config: missing {_few(missing)}")
+    if unexpected:
+        raise fail(f"the weights do not fit the model config: unexpected {_few(unexpected)}")
+    wrong = [
+        f"{key} has shape {tuple(state_dict[key].shape)} in the file, but the model config needs {shape}"
+        for key, shape in expected.items()
+        if tuple(state_dict[key].shape) != shape
+    ]
+    if wrong:
+        more = f"; and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        raise fail(f"the weights do not fit the model config: {'; '.join(wrong[:3])}{more}")
+    for key in expected:
+        if not state_dict[key].is_floating_point():
+            raise fail(f"weight {key} is {state_dict[key].dtype}, not floating point")
+
+
+def _few(keys: list[str], limit: int = 5) -> str:
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _first_non_finite(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ------------------------------------------------------------------------------------------------ names
+
+
+def sanitize_name(name: str) -> str:
+    """Turn a user-given model name into a safe file stem.
+
+    Keeps ASCII letters, digits, ``.``, ``_`` and ``-`` (accents are dropped, other
+    characters and spaces become ``-``), collapses ``..``, strips leading and trailing
+    dots and dashes and a trailing ``.pt``, and cuts to 64 characters. Windows device
+    names (``CON``, ``NUL``, ...) get a ``-model`` suffix.
+
+    Args:
+        name: What the user typed.
+
+    Returns:
+        A stem with no path separators and no ``..``, safe to join to a folder.
+
+    Raises:
+        ValueError: Nothing usable is left.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"a name must be text, got {type(name).__name__}")
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"\s+", "-", text.strip())
+    text = re.sub(r"[^A-Za-z0-9._-]", "-", text)
+    text = re.sub(r"\.{2,}", ".", text)
+    text = re.sub(r"-{2,}", "-", text)
+    # The suffix goes before leading dots do, so ".pt" alone leaves nothing rather than "pt".
+    text = text.rstrip(".-")
+    while text.lower().endswith(SUFFIX):
+        text = text[: -len(SUFFIX)].rstrip(".-")
+    text = text.strip(".-")
+    text = text[:MAX_NAME_LENGTH].strip(".-")
+    if not any(c.isalnum() for c in text):
+        raise ValueError(f"choose a name with letters or digits, got {name!r}")
+    if text.split(".")[0].upper() in _WINDOWS_RESERVED:
+        text = f"{text}-model"
+    return text
+
+
+def checkpoint_path(
+    folder: str | os.PathLike[str],
+    name: str,
+    *,
+    overwrite: bool = False,
+    allow_shipped: bool = False,
+) -> Path:
+    """Return where a checkpoint called ``name`` goes in ``folder``, refusing unsafe choices.
+
+    Args:
+        folder: The checkpoints folder (need not exist yet).
+        name: A user-given name; see :func:`sanitize_name`.
+        overwrite: Allow replacing an existing checkpoint of that name.
+        allow_shipped: Also allow replacing a checkpoint that ships with the app.
+
+    Returns:
+        ``folder / "<stem>.pt"`` with ``folder`` resolved.
+
+    Raises:
+        ValueError: The name has no letters or digits.
+        CheckpointError: The path would leave the folder (a symlink) or is a folder.
+        CheckpointExists: The file exists and ``overwrite`` is False, or it is a shipped
+            model and ``allow_shipped`` is False.
+    """
+    root = Path(folder).resolve()
+    stem = sanitize_name(name)
+    target = root / f"{stem}{SUFFIX}"
+    if target.resolve().parent != root:
+        raise CheckpointError(f"{target.name} points outside {root}; choose another name")
+    if not os.path.lexists(target):
+        return target
+    if target.is_dir():
+        raise CheckpointError(f"{target} is a folder; choose another name")
+    if not overwrite:
+        raise CheckpointExists(
+            f"a checkpoint named {stem!r} already exists; choose another name or confirm overwriting it"
+        )
+    if not allow_shipped:
+        try:
+            shipped = read_info(target).shipped
+        except CheckpointError:
+            shipped = False  # unreadable: nothing worth protecting
+        if shipped:
+            raise CheckpointExists(f"{stem!r} is a model shipped with the app; choose another name")
+    return target
+
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MAX_CHECKPOINT_BYTES",
+    "BadCheckpoint",
+    "CheckpointError",
+    "CheckpointExists",
+    "CheckpointInfo",
+    "CheckpointListing",
+    "LoadedCheckpoint",
+    "Sample",
+    "checkpoint_path",
+    "list_checkpoints",
+    "load_checkpoint",
+    "read_info",
+    "sanitize_name",
+    "save_checkpoint",
+]
