@@ -66,7 +66,9 @@ def model_picker() -> None:
     for path, reason in bad:
         st.sidebar.warning(f"Skipped `{path.name}`: {reason}")
     upload = st.sidebar.file_uploader(
-        "Upload a checkpoint", type=["pt"], key="app_checkpoint_upload",
+        "Upload a checkpoint",
+        type=["pt"],
+        key="app_checkpoint_upload",
         help="Only vae-explorer checkpoints load; anything that could run code is refused.",
     )
     if upload is not None and st.session_state.get("app_last_upload") != upload.file_id:

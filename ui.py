@@ -150,7 +150,9 @@ def eval_data(loaded: LoadedCheckpoint) -> EvalData | None:
     info = loaded.info
     if loaded.sample is not None:
         return EvalData(
-            loaded.sample.images, loaded.sample.labels, tuple(info.class_names),
+            loaded.sample.images,
+            loaded.sample.labels,
+            tuple(info.class_names),
             f"{len(loaded.sample.images):,} test images bundled with the model",
         )
     split = _dataset_test_split(info.dataset)
@@ -158,7 +160,9 @@ def eval_data(loaded: LoadedCheckpoint) -> EvalData | None:
         return None
     images, labels, class_names = split
     return EvalData(
-        torch.from_numpy(images), torch.from_numpy(labels), class_names or tuple(info.class_names),
+        torch.from_numpy(images),
+        torch.from_numpy(labels),
+        class_names or tuple(info.class_names),
         f"{len(images):,} images of the {info.dataset} test split",
     )
 
@@ -177,13 +181,17 @@ def require_eval_data(loaded: LoadedCheckpoint) -> EvalData:
 
 
 @st.cache_data(show_spinner="Encoding images …", max_entries=16)
-def encoded(key: str, _loaded: LoadedCheckpoint, _images: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+def encoded(
+    key: str, _loaded: LoadedCheckpoint, _images: torch.Tensor, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (mu, logvar) as numpy (n, D) for the first ``n`` images; cached per model key and n."""
     posterior = encode(_loaded.model, _images[:n])
     return posterior.mu.numpy(), posterior.logvar.numpy()
 
 
-def show_images(images, *, ncols: int, caption: str | None = None, scale: int = 3, width: str = "content") -> None:
+def show_images(
+    images, *, ncols: int, caption: str | None = None, scale: int = 3, width: str = "content"
+) -> None:
     """Draw uint8 or [0, 1] images (N, C, H, W) as one crisp grid."""
     st.image(image_grid(images, ncols=ncols, scale=scale), caption=caption, width=width)
 

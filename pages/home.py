@@ -18,15 +18,18 @@ info, model = loaded.info, loaded.model
 cfg = info.model_config
 metrics = info.metrics
 
-cols = st.columns(5)
+cols = st.columns(6)
 cols[0].metric("Dataset", info.dataset)
-cols[1].metric("Architecture", f"{cfg.arch.upper()} · z = {cfg.latent_dim}")
-cols[2].metric("Epochs trained", info.epochs)
-cols[3].metric("Test −ELBO", f"{metrics['test_total']:.1f} nats" if "test_total" in metrics else "—")
-cols[4].metric(
-    "Test NLL", f"{metrics['test_nll']:.1f} nats" if "test_nll" in metrics else "—",
+cols[1].metric("Architecture", cfg.arch.upper())
+cols[2].metric("Latent dimensions", cfg.latent_dim)
+cols[3].metric("Epochs trained", info.epochs)
+cols[4].metric("Test −ELBO (nats)", f"{metrics['test_total']:.1f}" if "test_total" in metrics else "—")
+cols[5].metric(
+    "Test NLL (nats)",
+    f"{metrics['test_nll']:.1f}" if "test_nll" in metrics else "—",
     help=f"Importance-weighted estimate with K = {int(metrics.get('nll_k', 0))} samples (Burda et al. 2015)"
-    if "test_nll" in metrics else None,
+    if "test_nll" in metrics
+    else None,
 )
 if info.extra.get("description"):
     st.caption(f"{info.extra['description']} · {model.num_parameters():,} parameters · {info.preprocessing}")
@@ -52,8 +55,13 @@ with right:
         with ui.guard("reconstruct test images"):
             x = data.images[picks]
             x_hat = decode_latents(model, encode(model, x).mu)
-            ui.show_images(np.concatenate([ui.to_uint8(x[:8]), ui.to_uint8(x_hat[:8]),
-                                           ui.to_uint8(x[8:]), ui.to_uint8(x_hat[8:])]), ncols=8, scale=2)
+            ui.show_images(
+                np.concatenate(
+                    [ui.to_uint8(x[:8]), ui.to_uint8(x_hat[:8]), ui.to_uint8(x[8:]), ui.to_uint8(x_hat[8:])]
+                ),
+                ncols=8,
+                scale=2,
+            )
 
 st.divider()
 st.subheader("How this model turns an image into a code and back")
@@ -69,8 +77,12 @@ if data is not None:
 
     img_col, text_col = st.columns([1, 3], gap="large")
     with img_col:
-        ui.show_images(np.stack([ui.to_uint8(data.images[example]), ui.to_uint8(b.x_hat)]), ncols=2, scale=4,
-                       caption=f"Test image #{example} and its decoded sample")
+        ui.show_images(
+            np.stack([ui.to_uint8(data.images[example]), ui.to_uint8(b.x_hat)]),
+            ncols=2,
+            scale=4,
+            caption=f"Test image #{example} and its decoded sample",
+        )
         if st.button("Another example", key="home_next_example"):
             st.session_state["home_example"] = example + 37
             st.rerun()

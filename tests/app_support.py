@@ -46,7 +46,12 @@ def make_tiny_checkpoints(folder: Path) -> dict[str, Path]:
         history = fit(model, data, train).history
         metrics = test_metrics(model, data.test_x, nll_k=5)
         paths[name] = save_trained(
-            folder / f"{name}.pt", model=model, data=data, train_config=train, history=history, metrics=metrics,
+            folder / f"{name}.pt",
+            model=model,
+            data=data,
+            train_config=train,
+            history=history,
+            metrics=metrics,
             sample_size=96,
         )
     return paths
@@ -84,12 +89,23 @@ def streamlit_server(*, env: dict[str, str] | None = None, script: Path = ROOT /
     streamlit = Path(sys.executable).with_name("streamlit")
     command = [
         str(streamlit) if streamlit.exists() else shutil.which("streamlit") or "streamlit",
-        "run", str(script), "--server.headless", "true", "--server.port", str(port),
-        "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
+        "run",
+        str(script),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
     ]
     log = open(ROOT / "test-artifacts" / f"streamlit-{port}.log", "w")
-    proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -119,11 +135,13 @@ def launch_chromium(playwright):
 
 
 def wait_for_app(page, *, timeout_ms: int = 60_000) -> None:
-    """Wait until Streamlit has finished running the script (no 'running' indicator)."""
+    """Wait until Streamlit has drawn a page title and finished running the script.
+
+    Streamlit marks its root element with ``data-test-script-state`` ("running", "notRunning", ...); a
+    page with a polling fragment flips it about once a second, so the wait ends at the first quiet moment.
+    """
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
-    page.wait_for_function(
-        """() => !document.querySelector('[data-testid="stStatusWidget"]')
-               || !document.querySelector('[data-testid="stStatusWidget"]').innerText.includes('Running')""",
-        timeout=timeout_ms,
-    )
+    # Every page starts with st.title: until it shows, the first script run has not drawn the page yet.
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout_ms)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
     page.wait_for_timeout(300)

@@ -86,7 +86,9 @@ def chromium():
     from tests.app_support import CHROMIUM, launch_chromium
 
     if not CHROMIUM.exists():
-        pytest.skip(f"browser tests need Chromium at {CHROMIUM} (.ci/run installs it: apt-get install chromium)")
+        pytest.skip(
+            f"browser tests need Chromium at {CHROMIUM} (.ci/run installs it: apt-get install chromium)"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -109,8 +111,9 @@ def app_url(artifacts_dir: Path, shared_data_root: Path) -> str:
 
 @pytest.fixture
 def browser_page(chromium, app_url: str):
-    """Yield a fresh Playwright page (1400x1000) in its own browser context."""
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    """Yield a fresh Playwright page (1400x1600: Streamlit scrolls inside its own container, so a full-page
+    screenshot shows only the viewport) in its own browser context."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1600})
     page = context.new_page()
     yield page
     context.close()

@@ -2,16 +2,33 @@
 
 from pathlib import Path
 
-import pytest
-
 from vae_core.checkpoints import load_checkpoint
 from vae_core.cli import SHIPPED, main
 
 
 def test_train_then_eval_then_list_on_digits(tmp_path: Path, capsys):
     out = tmp_path / "digits.pt"
-    code = main(["train", "--dataset", "digits", "--arch", "mlp", "--latent-dim", "3", "--hidden", "32",
-                 "--epochs", "2", "--nll-k", "5", "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            "mlp",
+            "--latent-dim",
+            "3",
+            "--hidden",
+            "32",
+            "--epochs",
+            "2",
+            "--nll-k",
+            "5",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "epoch   1/2" in printed and "epoch   2/2" in printed and "test NLL" in printed
@@ -31,8 +48,19 @@ def test_train_then_eval_then_list_on_digits(tmp_path: Path, capsys):
 
 def test_a_missing_dataset_is_a_clear_error_not_a_traceback(tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setenv("VAE_DATA_DIR", str(tmp_path))
-    code = main(["train", "--dataset", "mnist", "--epochs", "1", "--out", str(tmp_path / "x.pt"),
-                 "--data-dir", str(tmp_path)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "x.pt"),
+            "--data-dir",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and "train-images-idx3-ubyte" in err and "digits" in err
@@ -54,12 +82,36 @@ def test_the_shipped_specs_are_distinct_and_small():
 
 def test_cli_trains_a_conv_vae_on_the_shared_mnist(mnist_root: Path, tmp_path: Path, capsys):
     out = tmp_path / "mnist-conv.pt"
-    code = main(["train", "--dataset", "mnist", "--arch", "conv", "--latent-dim", "8", "--epochs", "1",
-                 "--max-train-images", "1000", "--nll-k", "2", "--nll-images", "100", "--data-dir", str(mnist_root),
-                 "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--arch",
+            "conv",
+            "--latent-dim",
+            "8",
+            "--epochs",
+            "1",
+            "--max-train-images",
+            "1000",
+            "--nll-k",
+            "2",
+            "--nll-images",
+            "100",
+            "--data-dir",
+            str(mnist_root),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "5,000 train / 10,000 test images" in printed
     info = load_checkpoint(out).info
-    assert info.metrics["test_total"] < 550  # one short epoch already beats a uniform decoder (784 ln 2 = 543)
+    assert (
+        info.metrics["test_total"] < 550
+    )  # one short epoch already beats a uniform decoder (784 ln 2 = 543)
     assert info.extra["train_images"] == 1000 and info.extra["test_images"] == 10_000

@@ -14,7 +14,9 @@ CONFIGS = [
     ModelConfig(arch="mlp", latent_dim=20, hidden=(400,)),
     ModelConfig(arch="mlp", latent_dim=2, hidden=(64, 32)),
     ModelConfig(arch="conv", latent_dim=16, channels=(8, 16)),
-    ModelConfig(arch="conv", image_shape=(3, 32, 32), latent_dim=8, channels=(8, 16, 16), likelihood="gaussian"),
+    ModelConfig(
+        arch="conv", image_shape=(3, 32, 32), latent_dim=8, channels=(8, 16, 16), likelihood="gaussian"
+    ),
 ]
 
 

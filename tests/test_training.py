@@ -147,15 +147,20 @@ def test_training_run_stop_and_failure_are_reported():
     snap = _wait(run)
     assert snap.status == "stopped" and len(snap.history) >= 1
 
-    bad = TrainingRun(ModelConfig(arch="mlp", latent_dim=2, image_shape=(3, 32, 32), hidden=(8,)),
-                      TrainConfig(epochs=1, **CPU), data=random_splits()).start()
+    bad = TrainingRun(
+        ModelConfig(arch="mlp", latent_dim=2, image_shape=(3, 32, 32), hidden=(8,)),
+        TrainConfig(epochs=1, **CPU),
+        data=random_splits(),
+    ).start()
     snap = _wait(bad)
     assert snap.status == "failed" and "expects" in snap.error
 
 
 def test_training_runs_are_capped():
-    runs = [TrainingRun(TINY, TrainConfig(epochs=10_000, **CPU), data=random_splits()).start()
-            for _ in range(MAX_CONCURRENT_RUNS)]
+    runs = [
+        TrainingRun(TINY, TrainConfig(epochs=10_000, **CPU), data=random_splits()).start()
+        for _ in range(MAX_CONCURRENT_RUNS)
+    ]
     try:
         with pytest.raises(RunCapacityError, match="already going"):
             TrainingRun(TINY, TrainConfig(epochs=1, **CPU), data=random_splits()).start()
@@ -165,4 +170,7 @@ def test_training_runs_are_capped():
         for run in runs:
             assert run.join(30)
     # the slots are free again
-    assert _wait(TrainingRun(TINY, TrainConfig(epochs=1, **CPU), data=random_splits()).start()).status == "finished"
+    assert (
+        _wait(TrainingRun(TINY, TrainConfig(epochs=1, **CPU), data=random_splits()).start()).status
+        == "finished"
+    )

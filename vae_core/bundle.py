@@ -72,7 +72,8 @@ def save_trained(
 ) -> Path:
     """Save ``model`` with its configs, history, test figures, data description and evaluation sample."""
     info = {
-        "train_images": len(data.train_x) if train_config.max_train_images is None
+        "train_images": len(data.train_x)
+        if train_config.max_train_images is None
         else min(len(data.train_x), train_config.max_train_images),
         "test_images": len(data.test_x),
         "seed": train_config.seed,

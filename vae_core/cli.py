@@ -16,8 +16,8 @@ from vae_core.bundle import save_trained, test_metrics
 from vae_core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.data import DATASETS, DatasetUnavailable, dataset_info, load_dataset
-from vae_core.training import NonFiniteLossError, fit
 from vae_core.model import VAE
+from vae_core.training import NonFiniteLossError, fit
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ SHIPPED: tuple[ShippedModel, ...] = (
         "mnist-conv-16",
         "MNIST conv VAE, 16-dimensional latent",
         ModelConfig(arch="conv", latent_dim=16, channels=(32, 64)),
-        TrainConfig(dataset="mnist", epochs=30, batch_size=64, lr=1e-3, kl_warmup_epochs=5, seed=0, device="cpu"),
+        TrainConfig(
+            dataset="mnist", epochs=30, batch_size=64, lr=1e-3, kl_warmup_epochs=5, seed=0, device="cpu"
+        ),
         # The conv decoder is the slow part on a CPU: K=200 on 2,000 test images takes minutes, not an hour.
         nll_k=200,
         nll_images=2000,
@@ -53,7 +55,9 @@ SHIPPED: tuple[ShippedModel, ...] = (
         "digits-mlp-8",
         "scikit-learn digits MLP VAE, 8-dimensional latent",
         ModelConfig(arch="mlp", latent_dim=8, hidden=(256,)),
-        TrainConfig(dataset="digits", epochs=60, batch_size=64, lr=1e-3, kl_warmup_epochs=5, seed=0, device="cpu"),
+        TrainConfig(
+            dataset="digits", epochs=60, batch_size=64, lr=1e-3, kl_warmup_epochs=5, seed=0, device="cpu"
+        ),
         nll_k=500,
     ),
 )
@@ -68,8 +72,14 @@ def _progress_line(record: dict[str, float], epochs: int) -> str:
 
 
 def _train(
-    model_config: ModelConfig, train_config: TrainConfig, *, data_dir: str | None, out: Path, nll_k: int,
-    nll_images: int | None, extra: dict | None = None,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    data_dir: str | None,
+    out: Path,
+    nll_k: int,
+    nll_images: int | None,
+    extra: dict | None = None,
 ) -> dict[str, float]:
     data = load_dataset(train_config.dataset, root=data_dir)
     torch.manual_seed(train_config.seed)
@@ -80,12 +90,22 @@ def _train(
         flush=True,
     )
     result = fit(
-        model, data, train_config, on_epoch=lambda r, _: print(_progress_line(r, train_config.epochs), flush=True)
+        model,
+        data,
+        train_config,
+        on_epoch=lambda r, _: print(_progress_line(r, train_config.epochs), flush=True),
     )
     print(f"trained in {result.seconds:.1f} s; evaluating (NLL with K={nll_k}) ...", flush=True)
     metrics = test_metrics(model, data.test_x, nll_k=nll_k, nll_images=nll_images, seed=train_config.seed)
-    path = save_trained(out, model=model, data=data, train_config=train_config, history=result.history,
-                        metrics=metrics, extra=extra)
+    path = save_trained(
+        out,
+        model=model,
+        data=data,
+        train_config=train_config,
+        history=result.history,
+        metrics=metrics,
+        extra=extra,
+    )
     print(_metrics_text(metrics))
     print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return metrics
@@ -117,12 +137,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         beta=args.beta,
     )
     train_config = TrainConfig(
-        dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        kl_warmup_epochs=args.kl_warmup, seed=args.seed, device=args.device, binarize=args.binarize,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        kl_warmup_epochs=args.kl_warmup,
+        seed=args.seed,
+        device=args.device,
+        binarize=args.binarize,
         max_train_images=args.max_train_images,
     )
     out = Path(args.out or f"checkpoints/{args.dataset}-{args.arch}-{args.latent_dim}.pt")
-    _train(model_config, train_config, data_dir=args.data_dir, out=out, nll_k=args.nll_k, nll_images=args.nll_images)
+    _train(
+        model_config,
+        train_config,
+        data_dir=args.data_dir,
+        out=out,
+        nll_k=args.nll_k,
+        nll_images=args.nll_images,
+    )
     return 0
 
 
@@ -170,8 +203,15 @@ def cmd_ship(args: argparse.Namespace) -> int:
         info = dataset_info(spec.train.dataset)
         model_config = ModelConfig(**{**spec.model.to_dict(), "image_shape": info.image_shape})
         print(f"\n== {spec.name}: {spec.description}", flush=True)
-        _train(model_config, spec.train, data_dir=args.data_dir, out=out / f"{spec.name}.pt", nll_k=spec.nll_k,
-               nll_images=spec.nll_images, extra={"shipped": True, "description": spec.description})
+        _train(
+            model_config,
+            spec.train,
+            data_dir=args.data_dir,
+            out=out / f"{spec.name}.pt",
+            nll_k=spec.nll_k,
+            nll_images=spec.nll_images,
+            extra={"shipped": True, "description": spec.description},
+        )
     return 0
 
 

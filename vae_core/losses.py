@@ -65,7 +65,9 @@ def reconstruction_nll(
     return nll.flatten(1).sum(dim=1)
 
 
-def log_normal(z: torch.Tensor, mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None) -> torch.Tensor:
+def log_normal(
+    z: torch.Tensor, mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None
+) -> torch.Tensor:
     """Return log N(z; mu, diag(exp(logvar))) summed over the last dimension.
 
     With ``mu`` and ``logvar`` left out this is the standard normal prior log p(z).

@@ -59,7 +59,9 @@ def _posterior_stats(model: VAE, x: torch.Tensor, batch_size: int) -> tuple[torc
 
 
 @torch.inference_mode()
-def per_sample_elbo(model: VAE, x: torch.Tensor, *, samples: int = 4, seed: int = 0, batch_size: int = 500) -> np.ndarray:
+def per_sample_elbo(
+    model: VAE, x: torch.Tensor, *, samples: int = 4, seed: int = 0, batch_size: int = 500
+) -> np.ndarray:
     """Return each image's negative ELBO in nats, (N,), averaging ``samples`` draws of z.
 
     KL is closed-form; the reconstruction term is a Monte Carlo mean with a seeded
@@ -82,7 +84,9 @@ def per_sample_elbo(model: VAE, x: torch.Tensor, *, samples: int = 4, seed: int 
 
 
 @torch.inference_mode()
-def evaluate_elbo(model: VAE, x: torch.Tensor, *, samples: int = 1, seed: int = 0, batch_size: int = 500) -> ELBOResult:
+def evaluate_elbo(
+    model: VAE, x: torch.Tensor, *, samples: int = 1, seed: int = 0, batch_size: int = 500
+) -> ELBOResult:
     """Return the mean negative ELBO (beta 1), reconstruction and KL over images ``x`` (uint8 or [0, 1])."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -92,7 +96,9 @@ def evaluate_elbo(model: VAE, x: torch.Tensor, *, samples: int = 1, seed: int = 
         for _ in range(samples):
             eps = torch.randn(mu.shape, generator=gen).to(mu.device)
             logits = model.decode_logits(mu + torch.exp(0.5 * logvar) * eps)
-            nll = reconstruction_nll(xb, logits, likelihood=model.config.likelihood, log_scale=model.log_scale)
+            nll = reconstruction_nll(
+                xb, logits, likelihood=model.config.likelihood, log_scale=model.log_scale
+            )
             recon_sum += nll.sum().item() / samples
         kl_sum += kl_divergence(mu, logvar).sum().item()
     n = max(1, len(x))
@@ -240,13 +246,17 @@ def elbo_breakdown(model: VAE, x: torch.Tensor, *, seed: int = 0) -> ELBOBreakdo
     eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed)).to(mu.device)
     z = mu + torch.exp(0.5 * logvar) * eps
     logits = model.decode_logits(z)
-    recon = reconstruction_nll(xb, logits, likelihood=model.config.likelihood, log_scale=model.log_scale).item()
+    recon = reconstruction_nll(
+        xb, logits, likelihood=model.config.likelihood, log_scale=model.log_scale
+    ).item()
     kl = kl_divergence(mu, logvar).item()
 
     def flat(t: torch.Tensor) -> np.ndarray:
         return t[0].float().cpu().numpy()
 
-    return ELBOBreakdown(flat(mu), flat(logvar), flat(eps), flat(z), flat(torch.sigmoid(logits)), recon, kl, -recon - kl)
+    return ELBOBreakdown(
+        flat(mu), flat(logvar), flat(eps), flat(z), flat(torch.sigmoid(logits)), recon, kl, -recon - kl
+    )
 
 
 class Reference(NamedTuple):

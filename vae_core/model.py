@@ -89,8 +89,8 @@ class VAE(nn.Module):
         return next(self.parameters()).device
 
     def num_parameters(self) -> int:
-        """Return the number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """Return the number of parameters (loaded models have gradients off, so all are counted)."""
+        return sum(p.numel() for p in self.parameters())
 
 
 def _mlp(config: ModelConfig) -> tuple[nn.Module, nn.Module, int]:
