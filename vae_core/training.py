@@ -199,8 +199,8 @@ def fit(
         if stopped:
             model.load_state_dict(good_state)
             break
+        recon_sum, kl_sum, count = sums.tolist()  # waits for the device, so the timing below is honest
         train_seconds = time.perf_counter() - epoch_start
-        recon_sum, kl_sum, count = sums.tolist()
         val = evaluate_terms(model, test_x, binarize_seed=config.seed if binarize else None)
         model.train()
         record = {
