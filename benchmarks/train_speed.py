@@ -44,8 +44,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from vae_core.checkpoints import load_checkpoint  # noqa: E402
 from vae_core.config import ModelConfig, TrainConfig  # noqa: E402
 from vae_core.data import DatasetUnavailable, load_dataset  # noqa: E402
+from vae_core.metrics import iwae_nll  # noqa: E402
 from vae_core.model import VAE  # noqa: E402
 from vae_core.training import StepInfo, fit  # noqa: E402
 
@@ -54,6 +56,8 @@ LR = 1e-3
 EXAMPLE_SEED = 1  # vae/main.py's default --seed
 OUR_SEED = 0
 TARGET_RATIO = 3.0
+# The shipped conv model's NLL is measured the same way (python -m vae_core ship).
+NLL_IMAGES = 2000
 MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -141,7 +145,7 @@ def example_loss(
     return bce + kld
 
 
-def run_example(root: Path, *, epochs: int, device: torch.device) -> list[EpochStats]:
+def run_example(root: Path, *, epochs: int, device: torch.device) -> tuple[list[EpochStats], ExampleVAE]:
     """Train and test the example's VAE for ``epochs`` epochs; time only the training loops."""
     from torchvision import datasets, transforms
 
@@ -189,7 +193,26 @@ def run_example(root: Path, *, epochs: int, device: torch.device) -> list[EpochS
         )
         _print_epoch("example", record, epochs)
         stats.append(record)
-    return stats
+    return stats, model
+
+
+def as_vae_core(example: ExampleVAE) -> VAE:
+    """Return the example's trained weights in a ``vae_core`` MLP VAE of the same shape (same function)."""
+    model = VAE(ModelConfig(image_shape=(1, 28, 28), latent_dim=20, arch="mlp", hidden=(400,)))
+    names = {"fc1": "encoder.1", "fc21": "to_mu", "fc22": "to_logvar", "fc3": "decoder.0", "fc4": "decoder.2"}
+    state = {f"{names[k.split('.')[0]]}.{k.split('.')[1]}": v for k, v in example.state_dict().items()}
+    model.load_state_dict(state)
+    return model.cpu().eval()
+
+
+def compare_nll(root: Path, example: ExampleVAE, *, k: int, images: int) -> dict[str, float]:
+    """Return the importance-weighted test NLL of the example and of the shipped conv model, same K and images."""
+    x = load_dataset("mnist", root=str(root), download=False).test_x[:images]
+    result = {"example_nll": iwae_nll(as_vae_core(example), x, k=k)}
+    shipped = REPO_ROOT / "checkpoints" / "mnist-conv-16.pt"
+    if shipped.exists():
+        result["shipped_conv_nll"] = iwae_nll(load_checkpoint(shipped).model, x, k=k)
+    return result
 
 
 def run_ours(
@@ -337,6 +360,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="2 epochs: a smoke run, not a measurement")
     parser.add_argument(
+        "--nll-k",
+        type=int,
+        default=200,
+        help="importance samples for the NLL comparison with the shipped conv model (0: skip; default: %(default)s)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="JSON results file (default: %(default)s)"
     )
     args = parser.parse_args(argv)
@@ -385,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     try:
-        example_stats = run_example(root, epochs=args.epochs, device=device)
+        example_stats, example_model = run_example(root, epochs=args.epochs, device=device)
         target = example_stats[-1].test_loss
         print(f"  target: the example's test loss after epoch {args.epochs} = {target:.2f} nats", flush=True)
         our_stats = run_ours(
@@ -398,6 +427,15 @@ def main(argv: list[str] | None = None) -> int:
     example = summarize("example", example_stats, compared_epochs=args.epochs, target=target)
     ours = summarize("vae_core", our_stats, compared_epochs=args.epochs, target=target)
     ratio = _print_table(example, ours, epochs=args.epochs, target=target)
+    nll = {}
+    if args.nll_k > 0:
+        print(
+            f"\nimportance-weighted test NLL, K={args.nll_k}, first {NLL_IMAGES:,} test images:", flush=True
+        )
+        nll = compare_nll(root, example_model, k=args.nll_k, images=NLL_IMAGES)
+        print(f"  the example after {args.epochs} epochs   {nll['example_nll']:8.2f} nats")
+        if "shipped_conv_nll" in nll:
+            print(f"  shipped mnist-conv-16.pt       {nll['shipped_conv_nll']:8.2f} nats")
 
     result = {
         "benchmark": "train_speed",
@@ -417,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         "images_per_cpu_second_ratio": ours.images_per_cpu_second / example.images_per_cpu_second,
         "target_ratio": TARGET_RATIO,
         "runs": [asdict(example), asdict(ours)],
+        "nll": {**nll, "k": args.nll_k, "images": NLL_IMAGES},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
