@@ -83,5 +83,9 @@ def model_picker() -> None:
 
 
 page = st.navigation(PAGES)
+st.session_state[ui.FRAMED_KEY] = True
+wanted = st.session_state.pop(ui.WANTED_PAGE_KEY, None)
+if wanted is not None:  # a deep link that Streamlit first ran without this frame (ui.ensure_framed)
+    st.switch_page(wanted)
 model_picker()
 page.run()

@@ -28,6 +28,20 @@ PREFERRED_DEFAULT = "mnist-conv-16"
 MODEL_KEY = "app_model"  # {"kind": "file", "path": str} or {"kind": "upload", "digest": str, "name": str}
 UPLOADS_KEY = "app_uploads"  # digest -> (name, bytes) of checkpoints uploaded in this session
 MAX_CHECKPOINT_UPLOAD_MB = 200
+FRAMED_KEY = "app_framed"  # set by app.py before it runs a page
+WANTED_PAGE_KEY = "app_wanted_page"  # a deep-linked page to open once app.py has run
+
+
+def ensure_framed(page_file: str) -> None:
+    """Send a page that Streamlit ran without app.py through app.py, then back to this page.
+
+    Until some session has run app.py (and so ``st.navigation``), Streamlit serves the
+    ``pages/`` folder as a classic multipage app: a direct link such as ``/train`` on a
+    freshly started server would run the page alone, without the sidebar or the layout.
+    """
+    if not st.session_state.get(FRAMED_KEY):
+        st.session_state[WANTED_PAGE_KEY] = Path(page_file).resolve().relative_to(ROOT).as_posix()
+        st.switch_page("app.py")
 
 
 class EvalData(NamedTuple):

@@ -7,6 +7,7 @@ import ui
 from vae_core.latent import decode_latents, encode, prior_samples
 from vae_core.metrics import elbo_breakdown
 
+ui.ensure_framed(__file__)
 st.title("VAE latent-space explorer")
 st.caption(
     "Train a variational autoencoder on images and see what its latent space has learned: map it, decode any "

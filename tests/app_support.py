@@ -102,10 +102,11 @@ def streamlit_server(*, env: dict[str, str] | None = None, script: Path = ROOT /
         "--server.fileWatcherType",
         "none",
     ]
+    (ROOT / "test-artifacts").mkdir(exist_ok=True)
     log = open(ROOT / "test-artifacts" / f"streamlit-{port}.log", "w")
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
-    )
+    # One torch thread: on a 2-core machine shared with Chromium and pytest, more threads only contend.
+    server_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(command, cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
