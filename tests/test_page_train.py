@@ -1,0 +1,230 @@
+"""The Train and Training-timeline pages through AppTest: start, poll, stop, save, resume, refuse, explain."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import vae_core.training
+from tests.app_support import app_test, assert_no_exception
+from tests.helpers import random_splits, tiny_model
+from vae_core.bundle import save_trained
+from vae_core.checkpoints import load_checkpoint
+from vae_core.config import TrainConfig
+
+TRAIN, TIMELINE = "pages/train.py", "pages/timeline.py"
+
+
+@pytest.fixture
+def folder(app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private checkpoint folder (the tiny models plus a shipped one), so saving touches no shared folder."""
+    own = tmp_path / "checkpoints"
+    own.mkdir()
+    for path in app_env.glob("*.pt"):
+        shutil.copy(path, own / path.name)
+    data = random_splits(n_train=32, n_test=16)
+    save_trained(
+        own / "shipped-one.pt",
+        model=tiny_model(),
+        data=data,
+        train_config=TrainConfig(dataset="random", epochs=1),
+        history=[],
+        sample_size=0,
+        extra={"shipped": True},
+    )
+    monkeypatch.setenv("VAE_CHECKPOINT_DIR", str(own))
+    return own
+
+
+def start(
+    at, *, dataset: str = "digits", epochs: int = 1, resume: bool = False, seed: int = 0, hidden: str = "16"
+):
+    """Fill the form with tiny settings and press Start; return the AppTest after the rerun."""
+    if resume:
+        at.checkbox(key="train_resume").check()
+    else:
+        at.selectbox(key="train_dataset").set_value(dataset)
+        at.radio(key="train_arch").set_value("mlp")
+        at.number_input(key="train_latent").set_value(2)
+        at.text_input(key="train_hidden").set_value(hidden)
+    at.number_input(key="train_epochs").set_value(epochs)
+    at.number_input(key="train_batch").set_value(256)
+    at.number_input(key="train_seed").set_value(seed)
+    next(b for b in at.button if b.label == "Start training").click()
+    return at.run()
+
+
+def finish(at, *, timeout: float = 90):
+    """Wait for the session's run to end, then rerun the page as the fragment would; return the run."""
+    run = at.session_state["train_run"]
+    assert run.join(timeout), "the training run did not finish in time"
+    at.run()
+    assert_no_exception(at)
+    return run
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def save(at, name: str, *, overwrite: bool = False):
+    at.text_input(key="train_save_name").set_value(name)
+    if overwrite:
+        next(c for c in at.checkbox if c.label == "Replace a model of the same name").check()
+    at.button(key="train_save").click()
+    return at.run()
+
+
+def test_train_save_resume_journey(folder: Path) -> None:
+    at = app_test(TRAIN)
+    assert_no_exception(at)
+    assert at.title[0].value == "Train a VAE"
+    assert at.selectbox(key="train_dataset").value in ("digits", "mnist")
+    assert "digits" in texts(at.caption)  # the offline choices are named next to the dataset
+
+    start(at, epochs=1)
+    assert_no_exception(at)
+    run = at.session_state["train_run"]
+    assert run.train_config.dataset == "digits"
+
+    # Leaving the page keeps the run; the timeline page shows it.
+    at.switch_page(TIMELINE).run()
+    assert_no_exception(at)
+    run = finish(at)
+    assert at.session_state["train_run"] is run
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    figure = json.loads(charts[0].proto.spec)
+    assert len(figure["frames"]) == 1 and figure["frames"][0]["name"] == "1"
+    assert len(at.get("download_button")) == 2  # both GIFs
+    at.switch_page(TRAIN).run()
+    assert_no_exception(at)
+
+    snap = run.snapshot()
+    assert snap.status == "finished" and len(snap.history) == 1
+    assert "Finished" in texts(at.success)
+    assert len(at.get("plotly_chart")) == 1
+    assert [m.label for m in at.metric][:2] == ["Epoch", "Test −ELBO (nats)"]
+
+    # A shipped model is never replaced, even with "overwrite" ticked.
+    shipped = (folder / "shipped-one.pt").read_bytes()
+    save(at, "shipped-one", overwrite=True)
+    assert_no_exception(at)
+    assert "shipped with the app" in texts(at.error)
+    assert (folder / "shipped-one.pt").read_bytes() == shipped
+
+    # A path-like name is sanitized into the folder.
+    save(at, "../evil")
+    assert_no_exception(at)
+    saved = folder / "evil.pt"
+    assert saved.is_file() and not (folder.parent / "evil.pt").exists()
+    loaded = load_checkpoint(saved)
+    assert loaded.sample is not None and len(loaded.sample.images) == len(run.data.test_x)
+    assert loaded.info.epochs == 1 and "test_nll" in loaded.info.metrics
+    assert at.session_state["app_model"] == {"kind": "file", "path": str(saved)}
+    assert "Saved to" in texts(at.success)
+
+    # The same name again without "overwrite" is refused.
+    before = saved.stat().st_mtime_ns
+    save(at, "evil")
+    assert "already exists" in texts(at.error)
+    assert saved.stat().st_mtime_ns == before
+
+    # Resume the saved (now current) model: its history continues, the file is untouched.
+    start(at, epochs=1, resume=True)
+    resumed = finish(at)
+    assert resumed is not run
+    assert [int(r["epoch"]) for r in resumed.snapshot().history] == [1, 2]
+    assert saved.stat().st_mtime_ns == before
+
+
+def test_stop_keeps_last_complete_epoch(folder: Path) -> None:
+    at = app_test(TRAIN)
+    start(at, epochs=500)
+    run = at.session_state["train_run"]
+    at.run()
+    at.button(key="train_stop").click().run()
+    assert_no_exception(at)
+    run = finish(at)
+    snap = run.snapshot()
+    assert snap.status == "stopped" and len(snap.history) < 500
+    assert f"Kept the model after epoch {len(snap.history)}" in texts(at.info)
+
+
+def test_missing_dataset_names_the_offline_choices(folder: Path) -> None:
+    at = app_test(TRAIN)
+    start(at, dataset="mnist")
+    assert_no_exception(at)
+    assert "digits" in texts(at.info)  # said before the download is even tried
+    run = finish(at, timeout=120)
+    assert run.snapshot().status == "failed"
+    assert "MNIST is not available" in texts(at.error)
+    assert "digits" in texts(at.info)
+    assert "Traceback" not in texts(at.error)
+
+
+def test_capacity_limit_answers_with_a_warning(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    full = threading.BoundedSemaphore(1)
+    full.acquire()
+    monkeypatch.setattr(vae_core.training, "_slots", full)
+    at = app_test(TRAIN)
+    start(at)
+    assert_no_exception(at)
+    assert "already going" in texts(at.warning)
+    assert at.session_state["train_run"] is None
+
+
+def test_bad_settings_give_a_message(folder: Path) -> None:
+    at = app_test(TRAIN)
+    start(at, hidden="four hundred")
+    assert_no_exception(at)
+    assert "whole numbers" in texts(at.error)
+    assert at.session_state["train_run"] is None
+
+
+def test_timeline_without_a_run_explains(folder: Path) -> None:
+    at = app_test(TIMELINE)
+    assert_no_exception(at)
+    assert "Start a run on the **Train** page" in texts(at.info)
+
+
+def test_worker_failure_reaches_the_page(folder: Path) -> None:
+    # The tiny model was trained on "random" blobs, a dataset the run cannot load: its thread fails.
+    at = app_test(TRAIN)
+    # AppTest does not show the sidebar after switch_page, so select the model as the picker would.
+    at.session_state["app_model"] = {"kind": "file", "path": str(folder / "tiny-mlp-2.pt")}
+    at.run()
+    start(at, resume=True)
+    assert_no_exception(at)
+    run = finish(at)
+    assert run.snapshot().status == "failed"
+    assert "Training failed: ValueError: unknown dataset 'random'" in texts(at.error)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_epoch(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = vae_core.training.elbo_loss
+    steps = {"n": 0}
+
+    def diverging(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        if torch.is_grad_enabled():  # training steps only, not validation
+            steps["n"] += 1
+            if steps["n"] > 6:  # digits: 1,500 images in batches of 256 make 6 steps; epoch 2 diverges
+                return terms._replace(total=terms.total * float("nan"))
+        return terms
+
+    monkeypatch.setattr(vae_core.training, "elbo_loss", diverging)
+    at = app_test(TRAIN)
+    start(at, epochs=3)
+    run = finish(at)
+    snap = run.snapshot()
+    assert snap.status == "failed" and len(snap.history) == 1
+    assert "infinite or NaN" in texts(at.error) and "last good epoch (1)" in texts(at.error)
+    assert at.text_input(key="train_save_name").value  # the good epoch can still be saved
