@@ -207,7 +207,8 @@ def show_images(
     images, *, ncols: int, caption: str | None = None, scale: int = 3, width: str = "content"
 ) -> None:
     """Draw uint8 or [0, 1] images (N, C, H, W) as one crisp grid."""
-    st.image(image_grid(images, ncols=ncols, scale=scale), caption=caption, width=width)
+    # PNG: the default (JPEG for greyscale) blurs crisp pixel grids.
+    st.image(image_grid(images, ncols=ncols, scale=scale), caption=caption, width=width, output_format="PNG")
 
 
 def class_name(class_names: tuple[str, ...], label: int) -> str:

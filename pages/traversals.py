@@ -1,0 +1,156 @@
+"""Traversals: vary one latent dimension at a time around a real example and watch what changes."""
+
+import numpy as np
+import streamlit as st
+
+import ui
+from vae_core.export import traversal_gif, traversal_sheet
+from vae_core.imaging import png_bytes, to_pil, upscale
+from vae_core.latent import dims_by_kl, traversal, traversal_ranges
+from vae_core.metrics import kl_per_dimension
+
+MAX_ROWS = 16
+TILE_PX = 84  # target on-screen size of one decoded image
+
+ui.ensure_framed(__file__)
+st.title("Traversals")
+st.caption(
+    "Start from the code of one real image and move a single latent dimension from low to high while keeping the "
+    "others fixed: each row is one dimension, each column one step. The sweep covers the range the data actually "
+    "uses (the spread of μ over the test images, around this example), so every picture is one the decoder has "
+    "learned to draw. Rows are sorted by KL: the top rows carry the most information; a row that does not change "
+    "is an unused dimension."
+)
+
+loaded = ui.require_model()
+model, info = loaded.model, loaded.info
+d = info.model_config.latent_dim
+data = ui.require_eval_data(loaded)
+key = ui.model_key(loaded)
+n = len(data.images)
+labels = data.labels.numpy()
+classes = [int(c) for c in np.unique(labels)]
+
+
+@st.cache_data(show_spinner="Measuring KL per dimension …", max_entries=8)
+def kl_of(model_key: str, _loaded, _images, n: int) -> np.ndarray:
+    return kl_per_dimension(_loaded.model, _images[:n])
+
+
+@st.cache_data(show_spinner="Decoding the traversal …", max_entries=32)
+def sheet_and_gif(
+    model_key: str,
+    _loaded,
+    mu: np.ndarray,
+    kl: np.ndarray,
+    index: int,
+    rows: int,
+    steps: int,
+    width: float,
+    scale: int,
+) -> tuple[bytes, bytes]:
+    dims = dims_by_kl(kl, top=rows)
+    values = traversal_ranges(mu, mu[index], steps=steps, width=width)[dims]
+    images = traversal(_loaded.model, mu[index], dims=dims, values=values)
+    offsets = np.linspace(-width, width, steps)
+    columns = ["μ" if abs(o) < 1e-9 else f"{o:+.2g}σ".replace("-", "−") for o in offsets]
+    sheet = traversal_sheet(
+        images, row_labels=[f"z{i} · KL {kl[i]:.2f} nats" for i in dims], column_labels=columns, scale=scale
+    )
+    return png_bytes(sheet), traversal_gif(images, labels=[f"z{i}" for i in dims], scale=max(1, scale - 1))
+
+
+# Widget defaults, repaired when another model makes the old values invalid.
+if st.session_state.get("traversals_class") not in classes:
+    st.session_state["traversals_class"] = classes[0]
+st.session_state.setdefault("traversals_steps", 9)
+st.session_state.setdefault("traversals_width", 2.0)
+if st.session_state.get("traversals_model") != key:
+    st.session_state["traversals_model"] = key
+    st.session_state["traversals_rows"] = min(d, MAX_ROWS)
+    st.session_state["traversals_index"] = 0
+
+c_class, c_index, c_rows, c_steps, c_width = st.columns([2, 2, 3, 3, 3])
+label = c_class.selectbox(
+    "Class",
+    classes,
+    key="traversals_class",
+    format_func=lambda c: ui.class_name(data.class_names, c),
+    help="The class of the example to start from.",
+)
+members = np.flatnonzero(labels == label)
+st.session_state["traversals_index"] = min(int(st.session_state["traversals_index"]), len(members) - 1)
+nth = int(
+    c_index.number_input(
+        "Example",
+        min_value=0,
+        max_value=len(members) - 1,
+        step=1,
+        key="traversals_index",
+        help=f"Which of the {len(members)} test images of this class to start from.",
+    )
+)
+if d > 1:
+    rows = c_rows.slider(
+        "Dimensions shown",
+        1,
+        min(d, MAX_ROWS),
+        key="traversals_rows",
+        help="The most informative dimensions (highest KL) come first.",
+    )
+else:
+    rows = 1
+    c_rows.caption("One latent dimension: one row.")
+steps = c_steps.slider("Steps", 3, 15, key="traversals_steps", help="Pictures per row.")
+width = c_width.slider(
+    "Range ± (std of μ)",
+    0.5,
+    4.0,
+    step=0.5,
+    key="traversals_width",
+    help="How far each sweep goes either side of the example, in standard deviations of that dimension's "
+    "codes over the test images.",
+)
+
+index = int(members[nth])
+scale = max(1, round(TILE_PX / max(info.model_config.image_shape[1:])))
+sheet = gif = None
+with ui.guard("draw the traversal"):
+    mu, _ = ui.encoded(key, loaded, data.images, n)
+    kl = kl_of(key, loaded, data.images, n)
+    sheet, gif = sheet_and_gif(key, loaded, mu, kl, index, rows, steps, float(width), scale)
+if sheet is None:
+    st.stop()
+
+left, right = st.columns([1.4, 4], gap="large")
+with left:
+    st.image(
+        upscale(to_pil(data.images[index]), scale=scale),
+        caption=f"The example: test image #{index} ({ui.class_name(data.class_names, label)})",
+        width=TILE_PX,
+        output_format="PNG",
+    )
+    st.image(gif, caption="Every row at once, animated: each tile is one dimension sweeping its range")
+    st.download_button(
+        "Download PNG",
+        sheet,
+        file_name=f"{info.name}-traversal-{index}.png",
+        mime="image/png",
+        icon=":material/download:",
+        key="traversals_png",
+    )
+    st.download_button(
+        "Download GIF",
+        gif,
+        file_name=f"{info.name}-traversal-{index}.gif",
+        mime="image/gif",
+        icon=":material/animation:",
+        key="traversals_gif",
+    )
+with right:
+    st.image(sheet, output_format="PNG")
+    st.caption(
+        f"{rows} of {d} dimensions × {steps} steps. The column marked μ is the example's own code; "
+        f"columns step from −{width:g} to +{width:g} standard deviations of each dimension's codes over the "
+        f"{n:,} test images, so a dimension the encoder barely uses moves only a little."
+    )
