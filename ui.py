@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -42,6 +42,22 @@ def ensure_framed(page_file: str) -> None:
     if not st.session_state.get(FRAMED_KEY):
         st.session_state[WANTED_PAGE_KEY] = Path(page_file).resolve().relative_to(ROOT).as_posix()
         st.switch_page("app.py")
+
+
+def session_alive_check() -> Callable[[], bool]:
+    """Return a thread-safe check of whether this browser session is still open.
+
+    Streamlit closes a session some time after its tab disconnects; a training run that
+    asks this stops then instead of training for nobody. Outside a server it always says yes.
+    """
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return lambda: True
+    session_id, runtime = ctx.session_id, Runtime.instance()
+    return lambda: runtime.is_active_session(session_id)
 
 
 class EvalData(NamedTuple):

@@ -155,7 +155,13 @@ def build_run(v: dict, loaded) -> TrainingRun:
         binarize=v["binarize"],
         max_train_images=v["limit"],
     )
-    return TrainingRun(model_config, train_config, init_state=init_state, history=history)
+    return TrainingRun(
+        model_config,
+        train_config,
+        init_state=init_state,
+        history=history,
+        keep_going=ui.session_alive_check(),
+    )
 
 
 def loss_figure(history: tuple[dict, ...]) -> go.Figure:

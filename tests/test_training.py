@@ -174,3 +174,19 @@ def test_training_runs_are_capped():
         _wait(TrainingRun(TINY, TrainConfig(epochs=1, **CPU), data=random_splits()).start()).status
         == "finished"
     )
+
+
+def test_an_abandoned_run_stops_itself_and_frees_its_slot(monkeypatch):
+    import vae_core.training as training
+
+    monkeypatch.setattr(training, "KEEP_GOING_CHECK_S", 0.0)
+    wanted = {"yes": True}
+    run = TrainingRun(
+        TINY, TrainConfig(epochs=10_000, **CPU), data=random_splits(), keep_going=lambda: wanted["yes"]
+    ).start()
+    while run.snapshot().epoch < 2:
+        time.sleep(0.02)
+    wanted["yes"] = False
+    snap = _wait(run)
+    assert snap.status == "stopped" and "abandoned" in snap.message
+    assert run.join(5)

@@ -22,6 +22,7 @@ PREVIEW_IMAGES = 8
 PRIOR_GRID = 16
 TIMELINE_POINTS = 500
 MAX_CONCURRENT_RUNS = 2
+KEEP_GOING_CHECK_S = 2.0  # how often a run asks whether anyone still wants it
 
 Status = Literal["pending", "loading", "running", "finished", "stopped", "failed"]
 
@@ -297,6 +298,9 @@ class TrainingRun:
 
     The run trains its own model (never a cached or shared one). After it ends, ``model``
     holds the last good epoch and ``data`` the dataset it used, ready for saving.
+    ``keep_going``, when given, is asked every few seconds whether the run is still
+    wanted (a UI passes "is the browser session still open"); when it says no, the run
+    stops as if Stop were pressed, so abandoned runs free their thread and slot.
     """
 
     def __init__(
@@ -308,6 +312,7 @@ class TrainingRun:
         data_root: str | None = None,
         init_state: dict[str, torch.Tensor] | None = None,
         history: Sequence[dict[str, float]] = (),
+        keep_going: Callable[[], bool] | None = None,
     ) -> None:
         self.model_config = model_config
         self.train_config = train_config
@@ -315,6 +320,8 @@ class TrainingRun:
         self._data_root = data_root
         self._init_state = init_state
         self._prior_history = [dict(r) for r in history]
+        self._keep_going = keep_going
+        self._abandoned = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._state = _RunState(history=list(self._prior_history))
@@ -407,8 +414,16 @@ class TrainingRun:
             message="training",
         )
 
+        last_check = time.monotonic()
+
         def on_step(info: StepInfo) -> None:
+            nonlocal last_check
             self._update(epoch=info.epoch, step=info.step, steps_per_epoch=info.steps_per_epoch)
+            if self._keep_going is not None and time.monotonic() - last_check > KEEP_GOING_CHECK_S:
+                last_check = time.monotonic()
+                if not self._keep_going():
+                    self._abandoned = True
+                    self._stop.set()
 
         def on_epoch(record: dict[str, float], model: VAE) -> None:
             recon, samples, mu = _epoch_views(
@@ -433,7 +448,8 @@ class TrainingRun:
         model.cpu().eval()
         if result.stopped:
             kept = len(result.history)
-            self._update(status="stopped", message=f"stopped; kept the model after epoch {kept}")
+            why = "abandoned (its browser session closed)" if self._abandoned else "stopped"
+            self._update(status="stopped", message=f"{why}; kept the model after epoch {kept}")
         else:
             self._update(status="finished", message=f"finished {len(result.history)} epochs")
 
