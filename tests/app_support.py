@@ -75,6 +75,9 @@ def assert_no_exception(at) -> None:
     assert not problems, problems
 
 
+SERVER_PIDS: dict[str, int] = {}  # URL -> process id of each server started by streamlit_server
+
+
 def free_port() -> int:
     """Return a free TCP port on the loopback interface."""
     with socket.socket() as s:
@@ -108,6 +111,7 @@ def streamlit_server(*, env: dict[str, str] | None = None, script: Path = ROOT /
     server_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.Popen(command, cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[url] = proc.pid
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -122,6 +126,7 @@ def streamlit_server(*, env: dict[str, str] | None = None, script: Path = ROOT /
             time.sleep(0.3)
         yield url
     finally:
+        SERVER_PIDS.pop(url, None)
         proc.terminate()
         try:
             proc.wait(10)
