@@ -1,0 +1,309 @@
+"""Time the app's interactive paths: slider -> decoded image in Chromium, and the latent map's projection.
+
+Two measurements in one run:
+
+* **decode round trip**: the Decode page (``app.py``, ``/decode``, a shipped checkpoint) and a
+  trivial Streamlit app with one slider and one 280 px image that depends on it are served
+  side by side. In headless Chromium the first slider's thumb gets the keyboard focus and
+  ``ArrowRight`` moves it one step; the time runs from the key press to the moment the
+  displayed image has a new ``src`` and has loaded (both read with ``performance.now()`` in
+  the page, through a MutationObserver). The two apps take turns, move by move, so both
+  see the same load on a shared machine. After ``--warmup`` moves, ``--moves`` moves are
+  timed for each app: p50, p90 and the ratio of the medians. Target: the Decode page within
+  1.3x of the trivial app.
+* **latent map, 10,000 points**, in-process: the first view encodes the MNIST test split
+  with the checkpoint and runs t-SNE (``vae_core.latent.project``, the app's settings) through
+  a ``ProjectionCache``; the repeat view is the cache hit plus building and serialising the
+  same Plotly figure the page sends (one WebGL trace per class). Targets: first view
+  <= 15 s on the 2-core CPU, repeat <= 0.3 s. Skipped, with a message, without the data.
+
+Usage::
+
+    python benchmarks/ui_latency.py [--checkpoint checkpoints/mnist-conv-16.pt] [--data-dir DIR]
+                                    [--moves 30] [--warmup 5] [--points 10000] [--skip-browser] [--skip-map]
+
+Results are printed as a table and written as JSON to ``benchmarks/results/ui_latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.app_support import CHROMIUM, launch_chromium, streamlit_server, wait_for_app  # noqa: E402
+from vae_core.checkpoints import load_checkpoint  # noqa: E402
+from vae_core.data import DatasetUnavailable, load_dataset  # noqa: E402
+from vae_core.latent import ProjectionCache, encode, project  # noqa: E402
+
+TARGET_RATIO = 1.3
+TARGET_FIRST_S = 15.0
+TARGET_REPEAT_S = 0.3
+IMAGE = ".st-key-decode_image img"  # both apps put their image in st.container(key="decode_image")
+# Streamlit >= 1.5x draws a react-aria slider around an <input type="range">; older ones a BaseWeb [role=slider].
+SLIDER = '[data-testid="stSlider"] input[type="range"], [data-testid="stSlider"] [role="slider"]'
+
+TRIVIAL_APP = """
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+st.title("One slider")  # tests.app_support.wait_for_app waits for a page title
+value = st.slider("z0", min_value=-3.0, max_value=3.0, value=0.0, step=0.05, key="z0")
+ramp = np.linspace(0.0, 1.0, 28)[None, :] * np.ones((28, 1))
+pixels = (np.clip(ramp + value / 6, 0.0, 1.0) * 255).astype(np.uint8)
+with st.container(key="decode_image"):
+    st.image(Image.fromarray(pixels).resize((280, 280), Image.NEAREST), output_format="PNG")
+"""
+
+# Installed once per page: stamps the key press and the moment the image shows a new, loaded src.
+ARM_JS = """(selector) => {
+  const img = document.querySelector(selector);
+  window.__lat = {t0: null, t1: null, t2: null, old: img ? img.src : null};
+  if (window.__latHooked) return;
+  window.__latHooked = true;
+  document.addEventListener('keydown', () => {
+    if (window.__lat.t0 === null) window.__lat.t0 = performance.now();
+  }, true);
+  const check = () => {
+    const l = window.__lat;
+    if (l.t0 === null || l.t1 !== null) return;
+    const now = document.querySelector(selector);
+    if (!now || now.src === l.old) return;
+    l.t1 = performance.now();
+    if (now.complete && now.naturalWidth > 0) { l.t2 = l.t1; return; }
+    now.addEventListener('load', () => { l.t2 = performance.now(); }, {once: true});
+  };
+  new MutationObserver(check).observe(document.body,
+    {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+}"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def time_move(page) -> float:
+    """Press ArrowRight on the page's first slider; return ms from the key press to the new image shown."""
+    wait_for_app(page)
+    page.evaluate(ARM_JS, IMAGE)
+    page.locator(SLIDER).first.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => window.__lat.t2 !== null", timeout=60_000)
+    return float(page.evaluate("() => window.__lat.t2 - window.__lat.t0"))
+
+
+def open_app(page, url: str, path: str = "") -> None:
+    """Load the app's root first (it registers st.navigation's pages), then ``path``; wait for the image."""
+    page.goto(url)
+    page.wait_for_selector(IMAGE if not path else "h1", timeout=120_000)
+    if path:
+        page.goto(f"{url}/{path}")
+        page.wait_for_selector(IMAGE, timeout=120_000)
+    wait_for_app(page, timeout_ms=120_000)
+    page.wait_for_timeout(1000)
+
+
+def browser_round_trip(checkpoint: Path, *, moves: int, warmup: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    (REPO_ROOT / "test-artifacts").mkdir(exist_ok=True)  # streamlit_server writes its log there
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "checkpoints"
+        folder.mkdir()
+        (folder / checkpoint.name).symlink_to(checkpoint.resolve())
+        trivial = Path(tmp) / "trivial_app.py"
+        trivial.write_text(TRIVIAL_APP)
+        results = {}
+        with (
+            streamlit_server(env={"VAE_CHECKPOINT_DIR": str(folder)}) as app_url,
+            streamlit_server(script=trivial) as trivial_url,
+            sync_playwright() as playwright,
+        ):
+            browser = launch_chromium(playwright)
+            try:
+                pages = {}
+                for name, url, path in (("decode page", app_url, "decode"), ("trivial app", trivial_url, "")):
+                    pages[name] = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                    open_app(pages[name], url, path)
+                # Interleave the two apps move by move (alternating which goes first), so both see the same
+                # load from whatever else the shared machine is doing.
+                times = {name: [] for name in pages}
+                for i in range(warmup + moves):
+                    for name in list(pages)[:: 1 if i % 2 else -1]:
+                        shown = time_move(pages[name])
+                        if i >= warmup:
+                            times[name].append(shown)
+                for name, values in times.items():
+                    results[name] = {
+                        "p50_ms": percentile(values, 50),
+                        "p90_ms": percentile(values, 90),
+                        "mean_ms": float(np.mean(values)),
+                        "moves": len(values),
+                        "times_ms": values,
+                    }
+            finally:
+                browser.close()
+    results["ratio_p50"] = results["decode page"]["p50_ms"] / results["trivial app"]["p50_ms"]
+    results["ratio_p90"] = results["decode page"]["p90_ms"] / results["trivial app"]["p90_ms"]
+    return results
+
+
+def latent_map_timing(checkpoint: Path, data_dir: Path, *, points: int, perplexity: float) -> dict:
+    import plotly.graph_objects as go
+
+    data = load_dataset("mnist", root=data_dir, download=False)
+    x, labels = data.test_x[:points], data.test_y[:points].numpy()
+    model = load_checkpoint(checkpoint).model
+    cache = ProjectionCache()
+    key = (str(checkpoint), len(x), "tsne", perplexity, (0, 1))
+
+    started = time.perf_counter()
+    mu = encode(model, x).mu.numpy()
+    encoded = time.perf_counter()
+    cache.get_or_compute(key, lambda: project(mu, method="tsne", perplexity=perplexity))
+    first = time.perf_counter()
+
+    def repeat_view() -> int:
+        proj = cache.get_or_compute(key, lambda: project(mu, method="tsne", perplexity=perplexity))
+        fig = go.Figure()
+        for c in np.unique(labels):
+            idx = np.flatnonzero(labels == c)
+            fig.add_trace(
+                go.Scattergl(
+                    x=proj.coords[idx, 0],
+                    y=proj.coords[idx, 1],
+                    mode="markers",
+                    name=str(c),
+                    customdata=idx,
+                    marker={"size": 5, "opacity": 0.8},
+                    hovertemplate=f"{c}<br>index %{{customdata}}<extra></extra>",
+                )
+            )
+        fig.update_layout(height=620, xaxis_title=proj.axis_titles[0], yaxis_title=proj.axis_titles[1])
+        return len(fig.to_json())
+
+    repeats = []
+    for _ in range(5):
+        t = time.perf_counter()
+        size = repeat_view()
+        repeats.append(time.perf_counter() - t)
+    return {
+        "points": len(x),
+        "perplexity": perplexity,
+        "encode_s": encoded - started,
+        "tsne_s": first - encoded,
+        "first_view_s": first - started,
+        "repeat_view_s": float(np.median(repeats)),
+        "figure_json_bytes": size,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=REPO_ROOT / "checkpoints" / "mnist-conv-16.pt")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("VAE_DATA_DIR") or REPO_ROOT.parent / "shared" / "datasets"),
+    )
+    parser.add_argument("--moves", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--points", type=int, default=10_000)
+    parser.add_argument("--perplexity", type=float, default=30.0)
+    parser.add_argument("--skip-browser", action="store_true")
+    parser.add_argument("--skip-map", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "ui_latency.json")
+    args = parser.parse_args()
+
+    if not args.checkpoint.is_file():
+        print(
+            f"missing checkpoint {args.checkpoint}: run `make checkpoints` or pass --checkpoint",
+            file=sys.stderr,
+        )
+        return 2
+    report: dict = {
+        "checkpoint": args.checkpoint.name,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+    rows = []
+    if args.skip_browser:
+        print("decode round trip: skipped (--skip-browser)")
+    elif not CHROMIUM.exists():
+        print(f"decode round trip: skipped, no Chromium at {CHROMIUM}")
+    else:
+        trip = browser_round_trip(args.checkpoint, moves=args.moves, warmup=args.warmup)
+        report["decode_round_trip"] = trip
+        for name in ("decode page", "trivial app"):
+            rows.append(
+                (
+                    f"slider -> image, {name}",
+                    f"p50 {trip[name]['p50_ms']:.0f} ms",
+                    f"p90 {trip[name]['p90_ms']:.0f} ms",
+                    "",
+                )
+            )
+        verdict = "ok" if trip["ratio_p50"] <= TARGET_RATIO else "MISSED"
+        rows.append(
+            (
+                "decode page / trivial app",
+                f"p50 {trip['ratio_p50']:.2f}x",
+                f"p90 {trip['ratio_p90']:.2f}x",
+                f"target <= {TARGET_RATIO}x (p50): {verdict}",
+            )
+        )
+    if args.skip_map:
+        print("latent map: skipped (--skip-map)")
+    else:
+        try:
+            lm = latent_map_timing(
+                args.checkpoint, args.data_dir, points=args.points, perplexity=args.perplexity
+            )
+        except DatasetUnavailable as exc:
+            print(f"latent map: skipped, no MNIST test split under {args.data_dir} ({exc})")
+        else:
+            report["latent_map"] = lm
+            first_ok = "ok" if lm["first_view_s"] <= TARGET_FIRST_S else "MISSED"
+            repeat_ok = "ok" if lm["repeat_view_s"] <= TARGET_REPEAT_S else "MISSED"
+            rows.append(
+                (
+                    f"latent map {lm['points']:,} pts, first view",
+                    f"{lm['first_view_s']:.1f} s",
+                    f"(encode {lm['encode_s']:.1f} s + t-SNE {lm['tsne_s']:.1f} s)",
+                    f"target <= {TARGET_FIRST_S:.0f} s: {first_ok}",
+                )
+            )
+            rows.append(
+                (
+                    f"latent map {lm['points']:,} pts, repeat view",
+                    f"{lm['repeat_view_s'] * 1000:.0f} ms",
+                    f"(figure {lm['figure_json_bytes'] / 1e6:.1f} MB JSON)",
+                    f"target <= {TARGET_REPEAT_S} s: {repeat_ok}",
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else []
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
