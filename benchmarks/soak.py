@@ -24,13 +24,28 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from PIL import Image, ImageDraw  # noqa: E402
-from ui_latency import IMAGE, open_app, time_moves  # noqa: E402
+from ui_latency import ARM_JS, IMAGE, SLIDER, open_app  # noqa: E402
 
 from tests.app_support import CHROMIUM, SERVER_PIDS, launch_chromium, streamlit_server, wait_for_app  # noqa: E402
 
 OUT = REPO_ROOT / "benchmarks" / "results" / "soak.json"
 WARMUP_MOVES = 10
 WARMUP_UPLOADS = 3
+
+
+def move(page, key: str) -> float:
+    """Press ``key`` on the first slider; return ms from the key press until the new image shows."""
+    wait_for_app(page)
+    page.evaluate(ARM_JS, IMAGE)
+    page.locator(SLIDER).first.focus()
+    page.keyboard.press(key)
+    page.wait_for_function("() => window.__lat.t2 !== null", timeout=60_000)
+    return float(page.evaluate("() => window.__lat.t2 - window.__lat.t0"))
+
+
+def time_moves(page, *, moves: int) -> list[float]:
+    """Make ``moves`` slider moves, turning round every 40 so the slider never pins at its end."""
+    return [move(page, "ArrowRight" if (i // 40) % 2 == 0 else "ArrowLeft") for i in range(moves)]
 
 
 def rss_mb(pid: int) -> float:
@@ -78,7 +93,7 @@ def main() -> int:
         browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         open_app(page, url, "decode")
-        time_moves(page, moves=0, warmup=WARMUP_MOVES)
+        time_moves(page, moves=WARMUP_MOVES)
         page.goto(f"{url}/encode")
         wait_for_app(page, timeout_ms=120_000)
         for i in range(WARMUP_UPLOADS):
@@ -89,7 +104,7 @@ def main() -> int:
         started = time.perf_counter()
         open_app(page, url, "decode")
         page.wait_for_selector(IMAGE, timeout=120_000)
-        move_ms = time_moves(page, moves=args.moves, warmup=0)
+        move_ms = time_moves(page, moves=args.moves)
         after_moves = rss_mb(pid)
         print(f"after {args.moves} slider moves: {after_moves:.0f} MB", flush=True)
         page.goto(f"{url}/encode")

@@ -135,12 +135,20 @@ def test_train_save_resume_journey(folder: Path) -> None:
     assert "already exists" in texts(at.error)
     assert saved.stat().st_mtime_ns == before
 
-    # Resume the saved (now current) model: its history continues, the file is untouched.
+    # Resume the saved (now current) model: its history continues, the file is untouched, and the
+    # cached model that every session shares is not trained in place.
+    import ui
+
+    cached = ui.load_model_file(str(saved), saved.stat().st_mtime).model
+    cached_before = {k: v.clone() for k, v in cached.state_dict().items()}
     start(at, epochs=1, resume=True)
     resumed = finish(at)
     assert resumed is not run
     assert [int(r["epoch"]) for r in resumed.snapshot().history] == [1, 2]
     assert saved.stat().st_mtime_ns == before
+    assert resumed.model is not cached
+    assert all(torch.equal(v, cached_before[k]) for k, v in cached.state_dict().items())
+    assert any(not torch.equal(v, cached_before[k]) for k, v in resumed.model.state_dict().items())
 
 
 def test_stop_keeps_last_complete_epoch(folder: Path) -> None:
