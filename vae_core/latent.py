@@ -25,9 +25,11 @@ ProgressCallback = Callable[[float, str], None]
 # t-SNE settings, from benchmarks/latent_map.py on 10k MNIST latents (D=16), 2 shared cores:
 # 300 steps (250 of them scikit-learn's fixed early-exaggeration phase) take ~14 s and keep 10-NN
 # label accuracy at 0.947; 500 steps take ~25 s for 0.952 and finer local structure.
+# A Barnes-Hut angle of 1.0 instead of 0.8 cuts 300 steps from 15.1 to 12.7 s with the same 10-NN
+# label accuracy (0.947) and the same share of latent 10-NN kept in 2-D (0.250).
 TSNE_MAX_ITER = 300
 TSNE_MIN_ITER = 250
-TSNE_ANGLE = 0.8
+TSNE_ANGLE = 1.0
 TSNE_MIN_POINTS = 5
 STD_FLOOR = 1e-3
 COV_JITTER = 1e-6
