@@ -55,6 +55,10 @@ def test_latent_health(browser_page, app_url: str, artifacts_dir: Path) -> None:
     page.get_by_role("heading", name="KL per dimension").wait_for(timeout=TIMEOUT_MS)
     page.get_by_text("Active units", exact=True).first.wait_for(timeout=TIMEOUT_MS)
     page.get_by_text("z drawn from the prior N(0, I)").wait_for(timeout=TIMEOUT_MS)
+    # Plotly draws after Streamlit has placed the chart containers: wait for all three.
+    page.wait_for_function(
+        "() => document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=TIMEOUT_MS
+    )
     assert page.locator(".js-plotly-plot").count() == 3
     assert_clean(page)
     screenshot(page, artifacts_dir, "health")

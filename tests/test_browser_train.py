@@ -74,6 +74,11 @@ def test_train_live_then_timeline(browser_page, app_url: str, artifacts_dir: Pat
     # which grows by (train, test) x 3 panels of markers per epoch.
     page.get_by_test_id("stProgress").first.wait_for(timeout=TIMEOUT_MS)
     page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=TIMEOUT_MS)
+    # The chart's container shows before Plotly has drawn its markers: wait for the first ones.
+    page.wait_for_function(
+        """() => document.querySelectorAll('[data-testid="stPlotlyChart"] .scatterlayer .point').length > 0""",
+        timeout=TIMEOUT_MS,
+    )
     points = page.locator('[data-testid="stPlotlyChart"] .scatterlayer .point')
     first = points.count()
     assert first % 6 == 0 and 6 <= first <= 6 * EPOCHS

@@ -42,7 +42,6 @@ from vae_core.metrics import (
     iwae_cost,
     latent_health,
     model_summary,
-    parameter_count,
     rank_typicality,
 )
 from vae_core.training import fit
@@ -272,12 +271,12 @@ def test_rank_typicality_returns_both_ends():
 # Comparison ---------------------------------------------------------------------------------------------
 
 
-def test_parameter_count_includes_frozen_parameters(trained, data):
+def test_num_parameters_includes_frozen_parameters(trained, data):
     model = tiny_model(ModelConfig(arch="mlp", latent_dim=4, hidden=(32,)))
     expected = sum(p.numel() for p in model.parameters())
     for p in model.parameters():
         p.requires_grad_(False)
-    assert parameter_count(model) == expected > 0
+    assert model.num_parameters() == expected > 0
     summary = model_summary(trained, data.test_x)
     assert summary.latent_dim == 4 and summary.parameters == expected
     assert summary.elbo.total == pytest.approx(summary.elbo.recon + summary.elbo.kl)

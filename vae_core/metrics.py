@@ -345,11 +345,6 @@ def rank_typicality(scores: np.ndarray, *, k: int) -> TypicalityRanking:
     return TypicalityRanking(order[:k].astype(np.int64), order[::-1][:k].astype(np.int64))
 
 
-def parameter_count(model: VAE) -> int:
-    """Return the number of parameters, trainable or frozen (a loaded checkpoint's are frozen)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 class ModelSummary(NamedTuple):
     """Figures that compare two models on the same images: -ELBO parts, active units, size."""
 
@@ -365,7 +360,7 @@ def model_summary(model: VAE, x: torch.Tensor, *, seed: int = 0) -> ModelSummary
         evaluate_elbo(model, x, seed=seed),
         active_units(model, x).count,
         model.config.latent_dim,
-        parameter_count(model),
+        model.num_parameters(),
     )
 
 
