@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -12,6 +14,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from tests.helpers import random_splits, tiny_model
 from vae_core.bundle import save_trained, test_metrics
@@ -67,6 +71,29 @@ def app_test(page: str | None = None, *, timeout: float = 60):
         at.switch_page(page)
         at.run()
     return at
+
+
+def select_model(at, path: Path):
+    """Make the checkpoint at ``path`` the current model and rerun, as the sidebar picker would.
+
+    AppTest does not show the sidebar after ``switch_page``, so tests set the picker's state.
+    """
+    at.session_state["app_model"] = {"kind": "file", "path": str(path)}
+    at.run()
+    assert_no_exception(at)
+    return at
+
+
+def chart_spec(at, index: int = 0) -> dict:
+    """Return the Plotly figure of the page's ``index``-th chart as a dict."""
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def plotly_array(value) -> np.ndarray:
+    """Return a Plotly data array, which Plotly 6 may send as base64-encoded bytes."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).copy()
+    return np.asarray(value)
 
 
 def assert_no_exception(at) -> None:

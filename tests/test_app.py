@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tests.app_support import app_test, assert_no_exception
+from tests.app_support import app_test, assert_no_exception, select_model
 
 
 def test_home_shows_the_model_its_samples_and_the_explanation(app_env: Path):
@@ -32,9 +32,7 @@ def test_switching_the_model_changes_what_is_shown(app_env: Path):
     shown = {m.label: m.value for m in at.metric}
     assert shown["Architecture"] == "CONV" and shown["Latent dimensions"] == "4"  # tiny-conv-4 sorts first
     # AppTest cannot drive the sidebar selectbox after a rerun; set the picker's state the way it does.
-    at.session_state["app_model"] = {"kind": "file", "path": str(app_env / "tiny-mlp-2.pt")}
-    at.run()
-    assert_no_exception(at)
+    select_model(at, app_env / "tiny-mlp-2.pt")
     shown = {m.label: m.value for m in at.metric}
     assert shown["Architecture"] == "MLP" and shown["Latent dimensions"] == "2"
 

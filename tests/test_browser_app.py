@@ -10,7 +10,9 @@ from tests.app_support import ROOT, streamlit_server, wait_for_app
 pytestmark = pytest.mark.browser
 
 
-def test_home_shows_samples_reconstructions_and_the_walkthrough(browser_page, app_url: str, artifacts_dir: Path):
+def test_home_shows_samples_reconstructions_and_the_walkthrough(
+    browser_page, app_url: str, artifacts_dir: Path
+):
     page = browser_page
     page.goto(app_url)
     wait_for_app(page, timeout_ms=120_000)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_support import ROOT, app_test, assert_no_exception
+from tests.app_support import ROOT, app_test, assert_no_exception, select_model
 
 PAGES = [
     "pages/home.py",
@@ -61,9 +61,7 @@ def test_every_page_shows_real_content_offline(offline: list[str], page: str):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_shipped_model_loads_with_its_figures_and_sample(offline: list[str], name: str):
     at = app_test(timeout=180)
-    at.session_state["app_model"] = {"kind": "file", "path": str(ROOT / "checkpoints" / f"{name}.pt")}
-    at.run()
-    assert_no_exception(at)
+    select_model(at, ROOT / "checkpoints" / f"{name}.pt")
     shown = {m.label: m.value for m in at.metric}
     assert shown["Test NLL (nats)"] != "—" and shown["Test −ELBO (nats)"] != "—"
     assert any("bundled with the model" in c.value for c in at.caption)

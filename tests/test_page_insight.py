@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import shutil
 from pathlib import Path
@@ -11,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.app_support import app_test, assert_no_exception
+from tests.app_support import app_test, assert_no_exception, chart_spec, select_model
+from tests.app_support import plotly_array as array
 from tests.helpers import random_splits, tiny_model
 from vae_core.bundle import save_trained
 from vae_core.config import ModelConfig, TrainConfig
@@ -21,23 +20,8 @@ PAGES = ("health", "traversals", "evaluate", "compare", "export")
 
 
 def open_page(page: str, app_env: Path, model: str = "tiny-conv-4"):
-    at = app_test(f"pages/{page}.py")
-    # AppTest does not show the sidebar after switch_page, so select the model as the picker would.
-    at.session_state["app_model"] = {"kind": "file", "path": str(app_env / f"{model}.pt")}
-    at.run()
-    assert_no_exception(at)
-    return at
-
-
-def chart_spec(at, index: int = 0) -> dict:
-    return json.loads(at.get("plotly_chart")[index].proto.spec)
-
-
-def array(value) -> np.ndarray:
-    """Return a Plotly data array, which Plotly 6 may send as base64-encoded bytes."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).copy()
-    return np.asarray(value)
+    """Return an AppTest on ``page`` with the tiny checkpoint ``model`` selected."""
+    return select_model(app_test(f"pages/{page}.py"), app_env / f"{model}.pt")
 
 
 def image_urls(at) -> list[str]:

@@ -8,7 +8,7 @@ import re
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.app_support import app_test, assert_no_exception
+from tests.app_support import app_test, assert_no_exception, select_model
 from vae_core.data import MAX_UPLOAD_BYTES
 
 NEIGHBOUR = re.compile(r"^#\d+\s·\s.+, d\s=\s\d+\.\d\d$")  # a neighbour's caption: "#12 · 7, d = 1.23"
@@ -38,9 +38,7 @@ def metric(at, prefix: str) -> str:
 
 def app_with_model(page: str, path) -> object:
     """Return an AppTest on ``page`` with the checkpoint at ``path`` as the current model."""
-    at = app_test(page)
-    at.session_state["app_model"] = {"kind": "file", "path": str(path)}
-    return at.run()
+    return select_model(app_test(page), path)
 
 
 # ---------------------------------------------------------------------------------------- Interpolate

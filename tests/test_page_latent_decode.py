@@ -1,36 +1,19 @@
 """The Latent map and Decode pages through Streamlit's AppTest, on the two tiny checkpoints."""
 
-import base64
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.app_support import app_test, assert_no_exception
+from tests.app_support import app_test, assert_no_exception, chart_spec, select_model
+from tests.app_support import plotly_array as array
 from vae_core.checkpoints import load_checkpoint
 from vae_core.latent import encode, projection_cache
 
 
 def open_page(page: str, app_env: Path, model: str):
     """Return an AppTest on ``page`` with the tiny checkpoint ``model`` selected."""
-    at = app_test(page)
-    # AppTest does not show the sidebar after switch_page, so select the model as the picker would.
-    at.session_state["app_model"] = {"kind": "file", "path": str(app_env / f"{model}.pt")}
-    at.run()
-    assert_no_exception(at)
-    return at
-
-
-def chart_spec(at, index: int = 0) -> dict:
-    return json.loads(at.get("plotly_chart")[index].proto.spec)
-
-
-def array(value) -> np.ndarray:
-    """Return a Plotly data array, which Plotly 6 may send as base64-encoded bytes."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).copy()
-    return np.asarray(value)
+    return select_model(app_test(page), app_env / f"{model}.pt")
 
 
 def decoded_image(at) -> str:
@@ -155,9 +138,7 @@ def test_a_2d_model_shows_the_manifold_grid_and_a_new_model_resets_the_sliders(a
     assert not at.get("plotly_chart")  # the grid is opt-in above two dimensions
     at.toggle(key="decode_grid_show").set_value(True).run()
     assert chart_spec(at)["layout"]["xaxis"]["title"]["text"] == "z0 →"
-    at.session_state["app_model"] = {"kind": "file", "path": str(app_env / "tiny-mlp-2.pt")}
-    at.run()
-    assert_no_exception(at)
+    select_model(at, app_env / "tiny-mlp-2.pt")
     assert slider_values(at) == [0.0, 0.0]
     spec = chart_spec(at)
     assert spec["data"][0]["type"] == "image" and spec["data"][0]["source"].startswith("data:image/png")

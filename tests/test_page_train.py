@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import vae_core.training
-from tests.app_support import app_test, assert_no_exception
+from tests.app_support import app_test, assert_no_exception, select_model
 from tests.helpers import random_splits, tiny_model
 from vae_core.bundle import save_trained
 from vae_core.checkpoints import load_checkpoint
@@ -204,9 +204,7 @@ def test_timeline_without_a_run_explains(folder: Path) -> None:
 def test_worker_failure_reaches_the_page(folder: Path) -> None:
     # The tiny model was trained on "random" blobs, a dataset the run cannot load: its thread fails.
     at = app_test(TRAIN)
-    # AppTest does not show the sidebar after switch_page, so select the model as the picker would.
-    at.session_state["app_model"] = {"kind": "file", "path": str(folder / "tiny-mlp-2.pt")}
-    at.run()
+    select_model(at, folder / "tiny-mlp-2.pt")
     start(at, resume=True)
     assert_no_exception(at)
     run = finish(at)
