@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from vae_core.data import to_float
+from vae_core.latent import encode
 from vae_core.losses import kl_divergence, kl_per_dim, log_normal, reconstruction_nll
 from vae_core.model import VAE
 
@@ -47,15 +48,6 @@ def _batches(x: torch.Tensor, batch_size: int, device: torch.device):
     for start in range(0, len(x), batch_size):
         chunk = x[start : start + batch_size].to(device)
         yield to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
-
-
-def _posterior_stats(model: VAE, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    mus, logvars = [], []
-    for xb in _batches(x, batch_size, model.device):
-        mu, logvar = model.encode(xb)
-        mus.append(mu.float().cpu())
-        logvars.append(logvar.float().cpu())
-    return torch.cat(mus), torch.cat(logvars)
 
 
 @torch.inference_mode()
@@ -165,7 +157,7 @@ def iwae_nll(
 def kl_per_dimension(model: VAE, x: torch.Tensor, *, batch_size: int = 1000) -> np.ndarray:
     """Return the KL of each latent dimension averaged over images, (D,), in nats; it sums to the mean KL."""
     model.eval()
-    mu, logvar = _posterior_stats(model, x, batch_size)
+    mu, logvar = encode(model, x, batch_size=batch_size)
     return kl_per_dim(mu, logvar).mean(dim=0).numpy()
 
 
@@ -175,7 +167,7 @@ def active_units(
 ) -> ActiveUnits:
     """Count dimensions u whose posterior mean varies over the data: Cov_x(E_q[z_u]) > threshold."""
     model.eval()
-    mu, _ = _posterior_stats(model, x, batch_size)
+    mu, _ = encode(model, x, batch_size=batch_size)
     variances = mu.var(dim=0, unbiased=False).numpy() if len(mu) > 1 else np.zeros(mu.shape[1], np.float32)
     return ActiveUnits(int((variances > threshold).sum()), variances, threshold)
 
