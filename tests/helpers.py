@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from vae_core.config import ModelConfig
-from vae_core.data import DatasetSplits
+from vae_core.datasets import DatasetSplits
 from vae_core.model import VAE
 
 TINY = ModelConfig(arch="mlp", latent_dim=2, hidden=(32,))

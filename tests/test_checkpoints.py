@@ -12,21 +12,20 @@ import pytest
 import torch
 
 import vae_core
-from vae_core import checkpoints
+from vae_core import checkpoints, safeload
 from vae_core.checkpoints import (
     FORMAT_VERSION,
-    CheckpointError,
     CheckpointExists,
     Sample,
-    checkpoint_path,
     list_checkpoints,
     load_checkpoint,
     read_info,
-    sanitize_name,
     save_checkpoint,
 )
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.model import VAE
+from vae_core.naming import checkpoint_path, sanitize_name
+from vae_core.safeload import CheckpointError
 
 CONFIGS = [
     ModelConfig(arch="mlp", latent_dim=2, hidden=(32,)),
@@ -243,7 +242,7 @@ def test_torch_restricted_unpickler_is_the_second_line_of_defence(tmp_path, monk
     path = tmp_path / "evil.pt"
     torch.save({"x": _Exec(marker)}, path)
     # Pretend the opcode scan missed it: torch.load(weights_only=True) must still refuse.
-    monkeypatch.setattr(checkpoints, "_pickle_names_code", lambda data: False)
+    monkeypatch.setattr(safeload, "_pickle_names_code", lambda data: False)
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
     assert not marker.exists()
@@ -351,7 +350,7 @@ def test_nan_weights_are_refused_on_load(tmp_path):
 def test_files_over_the_size_limit_are_refused_before_reading(tmp_path, monkeypatch):
     path = tmp_path / "m.pt"
     _save(path)
-    monkeypatch.setattr(checkpoints, "MAX_CHECKPOINT_BYTES", 1000)
+    monkeypatch.setattr(safeload, "MAX_CHECKPOINT_BYTES", 1000)
     for source in (path, path.read_bytes(), io.BytesIO(path.read_bytes())):
         with pytest.raises(CheckpointError, match="larger than the"):
             load_checkpoint(source)

@@ -14,18 +14,19 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_core import data as data_module
-from vae_core.data import (
+from vae_core import datasets as data_module
+from vae_core.datasets import (
     DATASETS,
     DatasetSplits,
     DatasetUnavailable,
     available_offline,
     dataset_info,
     default_data_root,
+    folder_test_size,
     load_dataset,
-    prepare_image,
     to_float,
 )
+from vae_core.preprocess import prepare_image
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -215,7 +216,8 @@ def test_folder_with_class_subfolders(tmp_path: Path) -> None:
     assert_splits(splits, (1, 28, 28), 2)
     assert splits.class_names == ("cats", "dogs")
     assert splits.name == f"folder:{tmp_path.resolve()}"
-    assert len(splits.train_x) == 18 and len(splits.test_x) == 2
+    # 20 readable images: the test split is capped at half the folder.
+    assert len(splits.train_x) == 10 and len(splits.test_x) == 10
     assert "1 unreadable file(s) skipped" in splits.preprocessing
     assert "1 file(s) outside the class subfolders ignored" in splits.preprocessing
     x, y = torch.cat([splits.train_x, splits.test_x]), torch.cat([splits.train_y, splits.test_y])
@@ -232,7 +234,7 @@ def test_folder_without_subfolders_is_one_class_in_the_asked_shape(tmp_path: Pat
     splits = load_dataset(f"folder:{tmp_path}", image_shape=(3, 16, 16))
     assert_splits(splits, (3, 16, 16), 1)
     assert splits.class_names == ("images",)
-    assert len(splits.train_x) == 4 and len(splits.test_x) == 1
+    assert len(splits.train_x) == 3 and len(splits.test_x) == 2  # at most half of 5 is tested
     info = dataset_info(f"folder:{tmp_path}", image_shape=(3, 16, 16))
     assert info.likelihood == "gaussian" and info.offline
 
@@ -267,3 +269,11 @@ def test_to_float() -> None:
     assert x.tolist() == [[0, 51, 255]], "the input is left alone"
     with pytest.raises(ValueError, match="uint8"):
         to_float(out)
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(2, 1), (20, 10), (300, 150), (1000, 200), (5000, 1000)],
+)
+def test_folder_test_split_is_large_enough_to_analyse(n: int, expected: int) -> None:
+    assert folder_test_size(n) == expected

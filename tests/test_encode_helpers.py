@@ -12,24 +12,16 @@ from PIL import Image, ImageDraw
 
 from tests.helpers import random_splits, tiny_model
 from vae_core.config import ModelConfig
-from vae_core.data import ImageError, prepare_image
-from vae_core.latent import (
-    PCAProjector,
-    encode,
-    encode_image,
-    fit_pca,
-    interpolate,
-    interpolation_path,
-    log_prior,
-    project,
-)
+from vae_core.geometry import PCAProjector, fit_pca, interpolate, log_prior, project
+from vae_core.inference import encode, encode_image, interpolation_path
 from vae_core.metrics import (
     UNUSUAL_PERCENTILE,
     VERY_UNUSUAL_PERCENTILE,
     anomaly_verdict,
-    per_sample_elbo,
+    per_image_elbo,
     percentile_of,
 )
+from vae_core.preprocess import ImageError, prepare_image
 
 
 def _latents(n: int = 200, d: int = 5, seed: int = 0) -> np.ndarray:
@@ -200,8 +192,8 @@ def test_upload_pipeline_end_to_end() -> None:
     assert any("inverted" in note for note in prepared.notes)
     encoded = encode_image(model, prepared.x)
     assert encoded.mu.shape == (2,) and np.all(encoded.std > 0)
-    reference = per_sample_elbo(model, random_splits(n_train=4, n_test=32).test_x)
-    score = float(per_sample_elbo(model, prepared.x)[0])
+    reference = per_image_elbo(model, random_splits(n_train=4, n_test=32).test_x).total
+    score = float(per_image_elbo(model, prepared.x).total[0])
     verdict = anomaly_verdict(percentile_of(score, reference))
     assert verdict.level in ("typical", "unusual", "very unusual")
     with pytest.raises(ImageError):

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from vae_core import data as data_module
-from vae_core.data import ImageError, PreparedImage, prepare_image, prepare_pil
+from vae_core import preprocess as data_module
+from vae_core.preprocess import ImageError, PreparedImage, prepare_image, prepare_pil
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 STYLES = ["mnist", "plain"]

@@ -26,15 +26,9 @@ from vae_core.export import (
     traversal_gif,
     traversal_sheet,
 )
+from vae_core.geometry import dims_by_kl, mu_histograms, standard_normal_pdf, traversal_ranges
 from vae_core.imaging import to_uint8
-from vae_core.latent import (
-    dims_by_kl,
-    encode,
-    mu_histograms,
-    standard_normal_pdf,
-    traversal,
-    traversal_ranges,
-)
+from vae_core.inference import encode, traversal
 from vae_core.metrics import (
     LITERATURE_NLL,
     decode_seconds,

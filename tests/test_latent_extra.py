@@ -5,14 +5,8 @@ import pytest
 import torch
 
 from tests.helpers import tiny_model
-from vae_core.latent import (
-    decode_latents,
-    decode_one,
-    grid_position,
-    manifold_grid,
-    prior_latent,
-    selected_indices,
-)
+from vae_core.geometry import grid_position, prior_latent, selected_indices
+from vae_core.inference import decode_latents, decode_one, manifold_grid
 
 
 def test_selected_indices_reads_scalar_and_list_customdata_in_order_without_duplicates():

@@ -14,7 +14,7 @@ from vae_core.metrics import (
     evaluate_elbo,
     iwae_nll,
     kl_per_dimension,
-    per_sample_elbo,
+    per_image_elbo,
     percentile_of,
 )
 from vae_core.training import fit
@@ -79,12 +79,32 @@ def test_active_units_counts_dimensions_whose_mean_varies():
     assert result.variances[2] == pytest.approx(0) and result.variances[0] > 0.01
 
 
-def test_per_sample_elbo_is_reproducible_and_ranks_an_outlier_last(trained):
+def test_per_image_elbo_is_reproducible_and_ranks_an_outlier_last(trained):
     model, data = trained
     x = torch.cat([data.test_x[:20], torch.full((1, 1, 28, 28), 255, dtype=torch.uint8)])
-    scores = per_sample_elbo(model, x, seed=1)
-    assert np.array_equal(scores, per_sample_elbo(model, x, seed=1))
+    scores = per_image_elbo(model, x, seed=1).total
+    assert np.array_equal(scores, per_image_elbo(model, x, seed=1).total)
     assert scores.argmax() == 20
+
+
+def test_an_images_elbo_does_not_depend_on_its_batch_or_neighbours(trained):
+    """The one estimator: the same image gets the same number alone, in any batch, at any position."""
+    model, data = trained
+    x = data.test_x[:30]
+    together = per_image_elbo(model, x, batch_size=7)
+    alone = np.concatenate([per_image_elbo(model, x[i : i + 1]).total for i in (0, 13, 29)])
+    np.testing.assert_allclose(alone, together.total[[0, 13, 29]], rtol=1e-5)
+    shuffled = per_image_elbo(model, x.flip(0), batch_size=11).total[::-1]
+    np.testing.assert_allclose(shuffled, together.total, rtol=1e-5)
+    np.testing.assert_allclose(together.total, together.recon + together.kl, rtol=1e-6)
+
+
+def test_evaluate_elbo_is_the_mean_of_the_per_image_scores(trained):
+    model, data = trained
+    parts = per_image_elbo(model, data.test_x)
+    result = evaluate_elbo(model, data.test_x)
+    assert result.total == pytest.approx(float(parts.total.mean()), rel=1e-5)
+    assert result.kl == pytest.approx(float(parts.kl.mean()), rel=1e-5)
 
 
 def test_collapse_warning_names_the_remedies():

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.app_support import app_test, assert_no_exception, select_model
-from vae_core.data import MAX_UPLOAD_BYTES
+from vae_core.preprocess import MAX_UPLOAD_BYTES
 
 NEIGHBOUR = re.compile(r"^#\d+\s·\s.+, d\s=\s\d+\.\d\d$")  # a neighbour's caption: "#12 · 7, d = 1.23"
 CORRUPT_PNG = b"\x89PNG\r\n\x1a\n" + b"not really a picture" * 10

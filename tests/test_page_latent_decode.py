@@ -8,7 +8,7 @@ import pytest
 from tests.app_support import app_test, assert_no_exception, chart_spec, select_model
 from tests.app_support import plotly_array as array
 from vae_core.checkpoints import load_checkpoint
-from vae_core.latent import encode, projection_cache
+from vae_core.inference import encode, projection_cache
 
 
 def open_page(page: str, app_env: Path, model: str):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vae_core.geometry import timeline_projection
 from vae_core.imaging import PALETTE, gif_bytes, label_colour, scatter_frames
-from vae_core.latent import timeline_projection
-from vae_core.training import TimelineFrame
+from vae_core.timeline import TimelineFrame
 
 
 def test_scatter_frames_colours_points_by_label_on_shared_axes() -> None:

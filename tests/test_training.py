@@ -8,14 +8,8 @@ import torch
 
 from tests.helpers import TINY, random_splits, tiny_model
 from vae_core.config import ModelConfig, TrainConfig
-from vae_core.training import (
-    MAX_CONCURRENT_RUNS,
-    NonFiniteLossError,
-    RunCapacityError,
-    TrainingRun,
-    fit,
-    select_device,
-)
+from vae_core.runs import MAX_CONCURRENT_RUNS, RunCapacityError, TrainingRun
+from vae_core.training import NonFiniteLossError, fit, select_device
 
 CPU = dict(dataset="random", device="cpu", batch_size=32)
 
@@ -177,7 +171,7 @@ def test_training_runs_are_capped():
 
 
 def test_an_abandoned_run_stops_itself_and_frees_its_slot(monkeypatch):
-    import vae_core.training as training
+    import vae_core.runs as training
 
     monkeypatch.setattr(training, "KEEP_GOING_CHECK_S", 0.0)
     wanted = {"yes": True}

@@ -13,7 +13,7 @@ import torch
 
 from vae_core.checkpoints import Sample, save_checkpoint
 from vae_core.config import TrainConfig
-from vae_core.data import DatasetSplits
+from vae_core.datasets import DatasetSplits
 from vae_core.metrics import active_units, evaluate_elbo, iwae_nll
 from vae_core.model import VAE
 

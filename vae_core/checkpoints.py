@@ -1,31 +1,23 @@
-"""Save and load self-describing VAE checkpoints, and never run code from a file.
+"""Save and load self-describing VAE checkpoints: the format, its parsing, and safe names.
 
 A checkpoint is one ``torch.save`` zip file holding a dict of plain values and tensors
 only: format version, model and train configs, dataset name and preprocessing, class
 names, loss history, test metrics, a small uint8 sample of evaluation images (so the
-analysis pages work with no dataset on disk), free-form plain ``extra`` metadata, the
+analysis pages work with no dataset on disk), the atlas of that sample (codes, per-image
+-ELBO, 2-D layout), the training timeline, free-form plain ``extra`` metadata, the
 package version, the creation time and the state dict.
 
-Loading is defended twice. First the file's pickle stream is read opcode by opcode
-(``pickletools.genops`` parses, it executes nothing) and any callable other than
-PyTorch's tensor-rebuilding functions is refused. Then ``torch.load(weights_only=True)``
-unpickles it with PyTorch's restricted unpickler. There is no fallback to
-``weights_only=False``. Every failure becomes a :class:`CheckpointError` with a message
-a user can act on. Saving goes through a temporary file in the same folder and
-``os.replace``, so a crash never leaves half a checkpoint or destroys the previous one.
+Reading goes through ``safeload`` (a pickle scan, then ``weights_only=True``); this module
+checks every field before a model is built. Saving goes through a temporary file in the
+same folder and ``os.replace``, so a crash never leaves half a checkpoint or destroys the
+previous one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import pickle
-import pickletools
-import re
 import tempfile
-import unicodedata
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,39 +29,11 @@ import torch
 import vae_core
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.model import VAE
+from vae_core.safeload import CheckpointError, Meta, first_line, read_payload
 
 FORMAT = "vae-explorer-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".pt"
-MAX_CHECKPOINT_BYTES = 512 * 1024**2
-MAX_PICKLE_BYTES = 64 * 1024**2
-MAX_NAME_LENGTH = 64
-
-REFUSED = (
-    "refused: this file contains Python objects that could run code; "
-    "only vae-explorer checkpoints are accepted"
-)
-CORRUPT = "the file is truncated or corrupt"
-
-# What torch.save (zip format, pickle protocol 2) writes for a dict of tensors; nothing else may be named.
-_STORAGES = ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
-_ALLOWED_GLOBALS = frozenset(
-    {
-        "torch._utils _rebuild_tensor_v2",
-        "collections OrderedDict",
-        *(f"torch {kind}Storage" for kind in _STORAGES),
-    }
-)
-# Opcodes that look a callable up without GLOBAL's "module name" argument, or build objects by class.
-_CODE_OPCODES = frozenset({"STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"})
-_ZIP_MAGIC = b"PK\x03\x04"
-_WINDOWS_RESERVED = frozenset(
-    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
-)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be saved, read or trusted; the message says why in plain words."""
 
 
 class CheckpointExists(CheckpointError):
@@ -164,9 +128,6 @@ class CheckpointListing(NamedTuple):
 
     good: list[CheckpointInfo]
     bad: list[BadCheckpoint]
-
-
-# ----------------------------------------------------------------------------------------------- saving
 
 
 def save_checkpoint(
@@ -343,9 +304,6 @@ def _sample_payload(
     }
 
 
-# ---------------------------------------------------------------------------------------------- loading
-
-
 def load_checkpoint(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO,
     *,
@@ -366,7 +324,7 @@ def load_checkpoint(
             vae-explorer checkpoint, from a newer format, carries code, or its weights do
             not fit its model config or are not finite.
     """
-    payload, meta = _read_payload(source, mmap=False)
+    payload, meta = read_payload(source, mmap=False)
     info, state_dict, sample = _parse(payload, meta)
     label = meta.label
     bad = _first_non_finite(state_dict)
@@ -377,7 +335,7 @@ def load_checkpoint(
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:  # _check_weights should have caught it; keep the message readable anyway
         raise CheckpointError(
-            f"{label}: the weights do not fit the model config: {_first_line(err)}"
+            f"{label}: the weights do not fit the model config: {first_line(err)}"
         ) from None
     model.requires_grad_(False)
     model.eval()
@@ -397,7 +355,7 @@ def read_info(path: str | os.PathLike[str]) -> CheckpointInfo:
         CheckpointError: As :func:`load_checkpoint`, except that non-finite weights go unnoticed.
     """
     # mmap: tensors stay on disk, so listing a folder does not read every model's weights.
-    payload, meta = _read_payload(Path(path), mmap=True)
+    payload, meta = read_payload(Path(path), mmap=True)
     info, _, _ = _parse(payload, meta)
     return info
 
@@ -426,148 +384,7 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> CheckpointListing:
     return CheckpointListing(good, bad)
 
 
-class _Meta(NamedTuple):
-    path: Path | None
-    label: str
-    size_bytes: int
-    mtime: float | None
-
-
-def _read_payload(source: Any, *, mmap: bool) -> tuple[Any, _Meta]:
-    """Return what ``torch.load(weights_only=True)`` makes of the file, after the checks it needs first."""
-    data: bytes | None = None
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        label = path.name or str(path)
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            raise CheckpointError(f"no checkpoint file at {path}") from None
-        except OSError as err:
-            raise CheckpointError(f"{label}: cannot be read ({err.strerror or err})") from None
-        if not path.is_file():
-            raise CheckpointError(f"{path} is not a file")
-        meta = _Meta(path, label, stat.st_size, stat.st_mtime)
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        meta = _Meta(None, "uploaded file", len(data), None)
-    elif hasattr(source, "read"):
-        data = source.read(MAX_CHECKPOINT_BYTES + 1)
-        if not isinstance(data, (bytes, bytearray)):
-            raise CheckpointError("the upload must be opened in binary mode")
-        data = bytes(data)
-        name = getattr(source, "name", None)
-        label = PurePath(name).name if isinstance(name, str) and name else "uploaded file"
-        meta = _Meta(None, label, len(data), None)
-    else:
-        raise TypeError(f"source must be a path, bytes or a binary file, got {type(source).__name__}")
-
-    label = meta.label
-    if meta.size_bytes == 0:
-        raise CheckpointError(f"{label}: the file is empty")
-    if meta.size_bytes > MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(
-            f"{label}: {meta.size_bytes / 1024**2:.0f} MB is larger than the "
-            f"{MAX_CHECKPOINT_BYTES / 1024**2:.0f} MB limit for a checkpoint"
-        )
-    try:
-        with _open(meta.path, data) as handle:
-            if handle.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
-                handle.seek(0)
-                _reject_non_zip(handle.read(), label)
-            handle.seek(0)
-            _check_archive(handle, label)
-            if mmap and meta.path is not None and meta.path.suffix != ".safetensors":
-                # A path, so torch can map the storages instead of reading them.
-                return _torch_load(os.fspath(meta.path), label, mmap=True), meta
-            handle.seek(0)
-            return _torch_load(handle, label, mmap=False), meta
-    except OSError as err:
-        raise CheckpointError(f"{label}: cannot be read ({err.strerror or err})") from None
-
-
-def _open(path: Path | None, data: bytes | None) -> BinaryIO:
-    return open(path, "rb") if path is not None else io.BytesIO(data or b"")
-
-
-def _reject_non_zip(data: bytes, label: str) -> None:
-    """Refuse a plain pickle that names callables; call anything else not a checkpoint."""
-    if _pickle_names_code(data) is True:
-        raise CheckpointError(f"{label}: {REFUSED}")
-    raise CheckpointError(
-        f"{label}: not a vae-explorer checkpoint (not a PyTorch zip file; "
-        "this app reads only files written by vae-explorer's save_checkpoint)"
-    )
-
-
-def _check_archive(handle: BinaryIO, label: str) -> None:
-    """Check the zip's layout and refuse its pickle if it names anything but tensor rebuilders."""
-    pickled = b""
-    try:
-        with zipfile.ZipFile(handle) as archive:
-            names = archive.namelist()
-            pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
-            entry = archive.getinfo(pickles[0]) if len(pickles) == 1 else None
-            if entry is not None and entry.file_size <= MAX_PICKLE_BYTES:
-                pickled = archive.read(entry)
-    except Exception:  # BadZipFile, EOFError, zlib.error, a bad CRC, an impossible offset...
-        raise CheckpointError(f"{label}: {CORRUPT}") from None
-    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-        raise CheckpointError(
-            f"{label}: a TorchScript archive (torch.jit.save), not a vae-explorer checkpoint"
-        )
-    if entry is None:
-        raise CheckpointError(f"{label}: not a vae-explorer checkpoint (a zip archive of other files)")
-    if len(names) != len(set(names)):
-        raise CheckpointError(f"{label}: {CORRUPT} (an entry appears twice)")
-    if entry.file_size > MAX_PICKLE_BYTES:
-        raise CheckpointError(f"{label}: not a vae-explorer checkpoint (its metadata is too large)")
-    verdict = _pickle_names_code(pickled)
-    if verdict is None:
-        raise CheckpointError(f"{label}: {CORRUPT}")
-    if verdict:
-        raise CheckpointError(f"{label}: {REFUSED}")
-
-
-def _pickle_names_code(data: bytes) -> bool | None:
-    """Return whether one pickle stream names a callable outside the allowlist; None if it does not parse.
-
-    ``pickletools.genops`` only decodes opcodes, so nothing in ``data`` runs here.
-    """
-    names_code = False
-    try:
-        # Decode to the end first: a text file can start with bytes that read as opcodes.
-        for opcode, arg, _ in pickletools.genops(data):
-            if opcode.name in _CODE_OPCODES or (opcode.name == "GLOBAL" and arg not in _ALLOWED_GLOBALS):
-                names_code = True
-    except Exception:  # any decoding error: not a (complete) pickle
-        return None
-    return names_code
-
-
-def _torch_load(file: Any, label: str, *, mmap: bool) -> Any:
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        # The restricted unpickler refused a global: never retry with weights_only=False.
-        text = str(err).lower()
-        if "global" in text or "blocked" in text:
-            raise CheckpointError(f"{label}: {REFUSED}") from None
-        raise CheckpointError(f"{label}: {CORRUPT}") from None
-    except Exception as err:  # torch reports a damaged zip as RuntimeError, odd bytes as anything
-        raise CheckpointError(f"{label}: {CORRUPT} ({_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    line = text[0] if text else type(err).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
-
-
-# ---------------------------------------------------------------------------------------------- parsing
-
-
-def _parse(payload: Any, meta: _Meta) -> tuple[CheckpointInfo, dict[str, torch.Tensor], Sample | None]:
+def _parse(payload: Any, meta: Meta) -> tuple[CheckpointInfo, dict[str, torch.Tensor], Sample | None]:
     """Validate a loaded payload field by field; return its info, state dict and sample."""
     label = meta.label
 
@@ -741,110 +558,3 @@ def _first_non_finite(state_dict: Mapping[str, torch.Tensor]) -> str | None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-# ------------------------------------------------------------------------------------------------ names
-
-
-def sanitize_name(name: str) -> str:
-    """Turn a user-given model name into a safe file stem.
-
-    Keeps ASCII letters, digits, ``.``, ``_`` and ``-`` (accents are dropped, other
-    characters and spaces become ``-``), collapses ``..``, strips leading and trailing
-    dots and dashes and a trailing ``.pt``, and cuts to 64 characters. Windows device
-    names (``CON``, ``NUL``, ...) get a ``-model`` suffix.
-
-    Args:
-        name: What the user typed.
-
-    Returns:
-        A stem with no path separators and no ``..``, safe to join to a folder.
-
-    Raises:
-        ValueError: Nothing usable is left.
-    """
-    if not isinstance(name, str):
-        raise ValueError(f"a name must be text, got {type(name).__name__}")
-    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    text = re.sub(r"\s+", "-", text.strip())
-    text = re.sub(r"[^A-Za-z0-9._-]", "-", text)
-    text = re.sub(r"\.{2,}", ".", text)
-    text = re.sub(r"-{2,}", "-", text)
-    # The suffix goes before leading dots do, so ".pt" alone leaves nothing rather than "pt".
-    text = text.rstrip(".-")
-    while text.lower().endswith(SUFFIX):
-        text = text[: -len(SUFFIX)].rstrip(".-")
-    text = text.strip(".-")
-    text = text[:MAX_NAME_LENGTH].strip(".-")
-    if not any(c.isalnum() for c in text):
-        raise ValueError(f"choose a name with letters or digits, got {name!r}")
-    if text.split(".")[0].upper() in _WINDOWS_RESERVED:
-        text = f"{text}-model"
-    return text
-
-
-def checkpoint_path(
-    folder: str | os.PathLike[str],
-    name: str,
-    *,
-    overwrite: bool = False,
-    allow_shipped: bool = False,
-) -> Path:
-    """Return where a checkpoint called ``name`` goes in ``folder``, refusing unsafe choices.
-
-    Args:
-        folder: The checkpoints folder (need not exist yet).
-        name: A user-given name; see :func:`sanitize_name`.
-        overwrite: Allow replacing an existing checkpoint of that name.
-        allow_shipped: Also allow replacing a checkpoint that ships with the app.
-
-    Returns:
-        ``folder / "<stem>.pt"`` with ``folder`` resolved.
-
-    Raises:
-        ValueError: The name has no letters or digits.
-        CheckpointError: The path would leave the folder (a symlink) or is a folder.
-        CheckpointExists: The file exists and ``overwrite`` is False, or it is a shipped
-            model and ``allow_shipped`` is False.
-    """
-    root = Path(folder).resolve()
-    stem = sanitize_name(name)
-    target = root / f"{stem}{SUFFIX}"
-    if target.resolve().parent != root:
-        raise CheckpointError(f"{target.name} points outside {root}; choose another name")
-    if not os.path.lexists(target):
-        return target
-    if target.is_dir():
-        raise CheckpointError(f"{target} is a folder; choose another name")
-    if not overwrite:
-        raise CheckpointExists(
-            f"a checkpoint named {stem!r} already exists; choose another name or confirm overwriting it"
-        )
-    if not allow_shipped:
-        try:
-            shipped = read_info(target).shipped
-        except CheckpointError:
-            shipped = False  # unreadable: nothing worth protecting
-        if shipped:
-            raise CheckpointExists(f"{stem!r} is a model shipped with the app; choose another name")
-    return target
-
-
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "MAX_CHECKPOINT_BYTES",
-    "BadCheckpoint",
-    "CheckpointError",
-    "CheckpointExists",
-    "CheckpointInfo",
-    "CheckpointListing",
-    "LoadedCheckpoint",
-    "Sample",
-    "checkpoint_path",
-    "list_checkpoints",
-    "load_checkpoint",
-    "read_info",
-    "sanitize_name",
-    "save_checkpoint",
-]

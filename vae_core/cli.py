@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 from vae_core.bundle import save_trained, test_metrics
-from vae_core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint
+from vae_core.checkpoints import list_checkpoints, load_checkpoint
 from vae_core.config import ModelConfig, TrainConfig
-from vae_core.data import DATASETS, DatasetUnavailable, dataset_info, load_dataset
+from vae_core.datasets import DATASETS, DatasetUnavailable, dataset_info, load_dataset
 from vae_core.model import VAE
+from vae_core.safeload import CheckpointError
 from vae_core.training import NonFiniteLossError, fit
 
 

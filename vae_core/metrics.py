@@ -10,12 +10,19 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from vae_core.data import to_float
-from vae_core.latent import encode
+from vae_core.datasets import to_float
+from vae_core.inference import encode, inference, seeded_eps
 from vae_core.losses import kl_divergence, kl_per_dim, log_normal, reconstruction_nll
-from vae_core.model import VAE
+from vae_core.model import VAE, reparameterize
 
 ACTIVE_THRESHOLD = 0.01
+# The one per-image -ELBO estimator of the app, the CLI and the saved metrics: closed-form KL plus
+# the mean of -log p(x|z) over ELBO_SAMPLES draws z = mu + sigma * eps_s, with the same seeded
+# eps_1..eps_S for every image (common random numbers). An image's score then depends on the
+# image alone, not on its batch or on which page asks.
+ELBO_SAMPLES = 4
+ELBO_SEED = 0
+ELBO_ESTIMATOR = f"closed-form KL + {ELBO_SAMPLES}-sample Monte Carlo reconstruction (seed {ELBO_SEED})"
 # Decoded images per forward pass in the IWAE estimate: bounds memory, keeps batches large.
 IWAE_DECODES_PER_PASS = 16384
 
@@ -50,54 +57,76 @@ def _batches(x: torch.Tensor, batch_size: int, device: torch.device):
         yield to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
 
 
-@torch.inference_mode()
-def per_sample_elbo(
-    model: VAE, x: torch.Tensor, *, samples: int = 4, seed: int = 0, batch_size: int = 500
-) -> np.ndarray:
-    """Return each image's negative ELBO in nats, (N,), averaging ``samples`` draws of z.
+class ELBOParts(NamedTuple):
+    """Per-image negative ELBO and its parts, each float32 (N,) in nats."""
 
-    KL is closed-form; the reconstruction term is a Monte Carlo mean with a seeded
-    generator, so the ranking is reproducible. Lower means more typical of the training data.
+    total: np.ndarray
+    recon: np.ndarray
+    kl: np.ndarray
+
+
+@inference
+def per_image_elbo(
+    model: VAE,
+    x: torch.Tensor,
+    *,
+    samples: int = ELBO_SAMPLES,
+    seed: int = ELBO_SEED,
+    batch_size: int = 500,
+) -> ELBOParts:
+    """Return each image's negative ELBO (beta 1) and its parts with the app's one estimator.
+
+    -ELBO(x) = E_q[-log p(x|z)] + KL(q(z|x) || p(z)) (Kingma & Welling 2014, eq. 3): the KL in
+    closed form, the expectation as a mean over ``samples`` draws z_s = mu + sigma * eps_s with
+    eps_1..eps_S drawn once from ``seed`` and shared by every image, so a score depends on the
+    image alone. Lower means more typical of the training data.
+
+    Args:
+        model: the VAE.
+        x: images (N, C, H, W), uint8 or float in [0, 1].
+        samples: Monte Carlo draws of z per image, >= 1.
+        seed: seeds eps.
+        batch_size: images per forward pass.
+
+    Returns:
+        ELBOParts(total, recon, kl), each float32 (N,).
     """
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for xb in _batches(x, batch_size, model.device):
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    device = model.device
+    eps = seeded_eps(
+        (samples, 1, model.config.latent_dim), generator=torch.Generator().manual_seed(seed), device=device
+    )
+    recons, kls = [], []
+    for xb in _batches(x, batch_size, device):
         mu, logvar = model.encode(xb)
-        recon = torch.zeros(len(xb), device=xb.device)
-        for _ in range(samples):
-            eps = torch.randn(mu.shape, generator=gen).to(mu.device)
-            logits = model.decode_logits(mu + torch.exp(0.5 * logvar) * eps)
-            recon += reconstruction_nll(
-                xb, logits, likelihood=model.config.likelihood, log_scale=model.log_scale
-            )
-        out.append((recon / samples + kl_divergence(mu, logvar)).float().cpu())
-    return torch.cat(out).numpy()
+        z = reparameterize(mu, logvar, eps)  # (S, B, D)
+        logits = model.decode_logits(z.reshape(-1, z.shape[-1]))
+        target = xb.unsqueeze(0).expand(samples, *xb.shape).reshape(-1, *xb.shape[1:])
+        nll = reconstruction_nll(
+            target, logits, likelihood=model.config.likelihood, log_scale=model.log_scale
+        )
+        recons.append(nll.view(samples, len(xb)).mean(dim=0).float().cpu())
+        kls.append(kl_divergence(mu, logvar).float().cpu())
+    if not recons:
+        empty = np.zeros(0, np.float32)
+        return ELBOParts(empty, empty, empty)
+    recon, kl = torch.cat(recons).numpy(), torch.cat(kls).numpy()
+    return ELBOParts(recon + kl, recon, kl)
 
 
-@torch.inference_mode()
 def evaluate_elbo(
-    model: VAE, x: torch.Tensor, *, samples: int = 1, seed: int = 0, batch_size: int = 500
+    model: VAE, x: torch.Tensor, *, samples: int = ELBO_SAMPLES, seed: int = ELBO_SEED, batch_size: int = 500
 ) -> ELBOResult:
-    """Return the mean negative ELBO (beta 1), reconstruction and KL over images ``x`` (uint8 or [0, 1])."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    recon_sum = kl_sum = 0.0
-    for xb in _batches(x, batch_size, model.device):
-        mu, logvar = model.encode(xb)
-        for _ in range(samples):
-            eps = torch.randn(mu.shape, generator=gen).to(mu.device)
-            logits = model.decode_logits(mu + torch.exp(0.5 * logvar) * eps)
-            nll = reconstruction_nll(
-                xb, logits, likelihood=model.config.likelihood, log_scale=model.log_scale
-            )
-            recon_sum += nll.sum().item() / samples
-        kl_sum += kl_divergence(mu, logvar).sum().item()
-    n = max(1, len(x))
-    return ELBOResult((recon_sum + kl_sum) / n, recon_sum / n, kl_sum / n)
+    """Return the mean negative ELBO (beta 1), reconstruction and KL over images ``x``: ``per_image_elbo`` averaged."""
+    parts = per_image_elbo(model, x, samples=samples, seed=seed, batch_size=batch_size)
+    if len(parts.total) == 0:
+        return ELBOResult(0.0, 0.0, 0.0)
+    mean = [float(np.mean(a, dtype=np.float64)) for a in parts]
+    return ELBOResult(*mean)
 
 
-@torch.inference_mode()
+@inference
 def iwae_nll(
     model: VAE,
     x: torch.Tensor,
@@ -125,7 +154,6 @@ def iwae_nll(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    model.eval()
     gen = torch.Generator().manual_seed(seed)
     if batch_size is None:
         batch_size = max(1, min(len(x), IWAE_DECODES_PER_PASS // min(k, IWAE_DECODES_PER_PASS)))
@@ -137,8 +165,8 @@ def iwae_nll(
         running = torch.full((b,), -math.inf, dtype=torch.float64, device=mu.device)
         for start in range(0, k, chunk):
             s = min(chunk, k - start)
-            eps = torch.randn((s, b, d), generator=gen).to(mu.device)
-            z = mu + torch.exp(0.5 * logvar) * eps  # (s, b, d)
+            eps = seeded_eps((s, b, d), generator=gen, device=mu.device)
+            z = reparameterize(mu, logvar, eps)  # (s, b, d)
             logits = model.decode_logits(z.reshape(s * b, d))
             target = xb.unsqueeze(0).expand(s, *xb.shape).reshape(s * b, *xb.shape[1:])
             log_px_z = -reconstruction_nll(
@@ -153,20 +181,16 @@ def iwae_nll(
     return total / max(1, done)
 
 
-@torch.inference_mode()
 def kl_per_dimension(model: VAE, x: torch.Tensor, *, batch_size: int = 1000) -> np.ndarray:
     """Return the KL of each latent dimension averaged over images, (D,), in nats; it sums to the mean KL."""
-    model.eval()
     mu, logvar = encode(model, x, batch_size=batch_size)
     return kl_per_dim(mu, logvar).mean(dim=0).numpy()
 
 
-@torch.inference_mode()
 def active_units(
     model: VAE, x: torch.Tensor, *, threshold: float = ACTIVE_THRESHOLD, batch_size: int = 1000
 ) -> ActiveUnits:
     """Count dimensions u whose posterior mean varies over the data: Cov_x(E_q[z_u]) > threshold."""
-    model.eval()
     mu, _ = encode(model, x, batch_size=batch_size)
     variances = mu.var(dim=0, unbiased=False).numpy() if len(mu) > 1 else np.zeros(mu.shape[1], np.float32)
     return ActiveUnits(int((variances > threshold).sum()), variances, threshold)
@@ -229,14 +253,17 @@ class ELBOBreakdown(NamedTuple):
     elbo: float
 
 
-@torch.inference_mode()
+@inference
 def elbo_breakdown(model: VAE, x: torch.Tensor, *, seed: int = 0) -> ELBOBreakdown:
-    """Encode one image (C, H, W), draw z = mu + sigma * eps with a seeded eps, decode, and score it."""
-    model.eval()
+    """Encode one image (C, H, W), draw z = mu + sigma * eps with a seeded eps, decode, and score it.
+
+    This is one draw of eps, to show the reparameterisation step by step; the image's
+    -ELBO as every page reports it is ``per_image_elbo``'s.
+    """
     xb = next(_batches(x.unsqueeze(0), 1, model.device))
     mu, logvar = model.encode(xb)
-    eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed)).to(mu.device)
-    z = mu + torch.exp(0.5 * logvar) * eps
+    eps = seeded_eps(tuple(mu.shape), generator=torch.Generator().manual_seed(seed), device=mu.device)
+    z = reparameterize(mu, logvar, eps)
     logits = model.decode_logits(z)
     recon = reconstruction_nll(
         xb, logits, likelihood=model.config.likelihood, log_scale=model.log_scale
@@ -316,7 +343,7 @@ class TypicalityRanking(NamedTuple):
 
 
 def rank_typicality(scores: np.ndarray, *, k: int) -> TypicalityRanking:
-    """Rank images by their negative ELBO (``per_sample_elbo``): low is typical, high is unusual.
+    """Rank images by their negative ELBO (``per_image_elbo``): low is typical, high is unusual.
 
     Args:
         scores: -ELBO per image, (N,), in nats.

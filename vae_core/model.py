@@ -35,9 +35,16 @@ class VAEOutput(NamedTuple):
     logits: torch.Tensor
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Draw z = mu + exp(logvar / 2) * eps with eps ~ N(0, I) (Kingma & Welling 2014, eq. 10)."""
-    eps = torch.randn_like(mu)
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """Return z = mu + exp(logvar / 2) * eps (Kingma & Welling 2014, eq. 10).
+
+    Args:
+        mu: posterior means (..., D).
+        logvar: posterior log-variances, same shape.
+        eps: standard-normal noise broadcastable to ``mu``; drawn fresh when None.
+    """
+    if eps is None:
+        eps = torch.randn_like(mu)
     return mu + torch.exp(0.5 * logvar) * eps
 
 

@@ -1,0 +1,249 @@
+"""Run ``fit`` in a background thread and expose thread-safe snapshots of its progress for a UI."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from vae_core.config import ModelConfig, TrainConfig
+from vae_core.datasets import DatasetSplits, load_dataset
+from vae_core.imaging import to_uint8
+from vae_core.inference import decode_latents, encode
+from vae_core.model import VAE
+from vae_core.timeline import Timeline, TimelineFrame, TimelineRecorder
+from vae_core.training import NonFiniteLossError, StepInfo, fit
+
+PREVIEW_IMAGES = 8
+PREVIEW_SEED = 4321
+MAX_CONCURRENT_RUNS = 2
+KEEP_GOING_CHECK_S = 2.0  # how often a run asks whether anyone still wants it
+Status = Literal["pending", "loading", "running", "finished", "stopped", "failed"]
+
+
+class RunCapacityError(RuntimeError):
+    """Raised when too many training runs are already going on in this process."""
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """A consistent, immutable view of a ``TrainingRun`` for a UI to poll."""
+
+    status: Status
+    epoch: int
+    epochs: int
+    step: int
+    steps_per_epoch: int
+    history: tuple[dict[str, float], ...]
+    originals: np.ndarray | None
+    reconstructions: np.ndarray | None
+    samples: np.ndarray | None
+    timeline: tuple[TimelineFrame, ...]
+    timeline_labels: np.ndarray | None
+    error: str | None
+    message: str
+
+    @property
+    def done(self) -> bool:
+        """Return whether the run has ended (finished, stopped or failed)."""
+        return self.status in ("finished", "stopped", "failed")
+
+    @property
+    def progress(self) -> float:
+        """Return the fraction of all steps done, in [0, 1]."""
+        total = self.epochs * max(1, self.steps_per_epoch)
+        done = (self.epoch - 1) * self.steps_per_epoch + self.step if self.epoch else 0
+        return 1.0 if self.status == "finished" else min(1.0, done / total)
+
+
+@dataclass
+class _RunState:
+    status: Status = "pending"
+    epoch: int = 0
+    step: int = 0
+    steps_per_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    originals: np.ndarray | None = None
+    reconstructions: np.ndarray | None = None
+    samples: np.ndarray | None = None
+    timeline: list[TimelineFrame] = field(default_factory=list)
+    timeline_labels: np.ndarray | None = None
+    error: str | None = None
+    message: str = "waiting to start"
+
+
+_slots = threading.BoundedSemaphore(MAX_CONCURRENT_RUNS)
+
+
+class TrainingRun:
+    """Run ``fit`` in a background thread and expose thread-safe snapshots of its progress.
+
+    The run trains its own model (never a cached or shared one). After it ends, ``model``
+    holds the last good epoch and ``data`` the dataset it used, ready for saving.
+    ``keep_going``, when given, is asked every few seconds whether the run is still
+    wanted (a UI passes "is the browser session still open"); when it says no, the run
+    stops as if Stop were pressed, so abandoned runs free their thread and slot.
+    """
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        *,
+        data: DatasetSplits | None = None,
+        data_root: str | None = None,
+        init_state: dict[str, torch.Tensor] | None = None,
+        history: Sequence[dict[str, float]] = (),
+        timeline: Timeline | None = None,
+        keep_going: Callable[[], bool] | None = None,
+    ) -> None:
+        self.model_config = model_config
+        self.train_config = train_config
+        self.data = data
+        self._data_root = data_root
+        self._init_state = init_state
+        self._prior_history = [dict(r) for r in history]
+        self._prior_timeline = timeline
+        self._recorder: TimelineRecorder | None = None
+        self._keep_going = keep_going
+        self._abandoned = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._state = _RunState(history=list(self._prior_history))
+        self._thread: threading.Thread | None = None
+        self.model: VAE | None = None
+
+    def start(self) -> TrainingRun:
+        """Start training in a daemon thread; raise ``RunCapacityError`` when too many runs are going."""
+        if self._thread is not None:
+            raise RuntimeError("this run was already started")
+        if not _slots.acquire(blocking=False):
+            raise RunCapacityError(
+                f"{MAX_CONCURRENT_RUNS} training runs are already going on this server; "
+                "wait for one to finish or stop it, then start again"
+            )
+        self._thread = threading.Thread(target=self._work, name="vae-training", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the run to stop at its next step; the model keeps its last completed epoch."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end; return whether it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def alive(self) -> bool:
+        """Return whether the worker thread is still running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def snapshot(self) -> RunSnapshot:
+        """Return an immutable view of the current progress without blocking on training."""
+        with self._lock:
+            s = self._state
+            return RunSnapshot(
+                status=s.status,
+                epoch=s.epoch,
+                epochs=len(self._prior_history) + self.train_config.epochs,
+                step=s.step,
+                steps_per_epoch=s.steps_per_epoch,
+                history=tuple(s.history),
+                originals=s.originals,
+                reconstructions=s.reconstructions,
+                samples=s.samples,
+                timeline=tuple(s.timeline),
+                timeline_labels=s.timeline_labels,
+                error=s.error,
+                message=s.message,
+            )
+
+    def timeline(self) -> Timeline | None:
+        """Return the training timeline recorded so far (earlier frames of a resumed model included)."""
+        return None if self._recorder is None else self._recorder.timeline()
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._state, key, value)
+
+    def _work(self) -> None:
+        try:
+            self._train()
+        except NonFiniteLossError as exc:
+            self._update(status="failed", error=str(exc), message="stopped: the loss became non-finite")
+        except Exception as exc:  # the UI shows the message; the thread must not die silently
+            self._update(status="failed", error=f"{type(exc).__name__}: {exc}", message="training failed")
+        finally:
+            _slots.release()
+
+    def _train(self) -> None:
+        self._update(status="loading", message="loading the dataset")
+        if self.data is None:
+            self.data = load_dataset(self.train_config.dataset, root=self._data_root)
+        data = self.data
+        torch.manual_seed(self.train_config.seed)
+        model = VAE(self.model_config)
+        if self._init_state is not None:
+            model.load_state_dict(self._init_state)
+        self.model = model
+        gen = torch.Generator().manual_seed(PREVIEW_SEED)
+        previews = data.test_x[torch.randperm(len(data.test_x), generator=gen)[:PREVIEW_IMAGES]]
+        recorder = TimelineRecorder(
+            data.test_x, data.test_y, latent_dim=self.model_config.latent_dim, previous=self._prior_timeline
+        )
+        self._recorder = recorder
+        self._update(
+            originals=previews.numpy(),
+            timeline=list(recorder.frames),
+            timeline_labels=recorder.labels,
+            status="running",
+            message="training",
+        )
+
+        last_check = time.monotonic()
+
+        def on_step(info: StepInfo) -> None:
+            nonlocal last_check
+            self._update(epoch=info.epoch, step=info.step, steps_per_epoch=info.steps_per_epoch)
+            if self._keep_going is not None and time.monotonic() - last_check > KEEP_GOING_CHECK_S:
+                last_check = time.monotonic()
+                if not self._keep_going():
+                    self._abandoned = True
+                    self._stop.set()
+
+        def on_epoch(record: dict[str, float], model: VAE) -> None:
+            frame = recorder(record, model)
+            recon = to_uint8(decode_latents(model, encode(model, previews).mu))
+            with self._lock:
+                s = self._state
+                s.history = s.history + [record]
+                s.reconstructions, s.samples = recon, frame.samples
+                s.timeline = s.timeline + [frame]
+                s.message = f"epoch {int(record['epoch'])} done: -ELBO {record['val_total']:.1f} nats (test)"
+
+        result = fit(
+            model,
+            data,
+            self.train_config,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            stop=self._stop,
+            history=self._prior_history,
+        )
+        model.cpu().eval()
+        if result.stopped:
+            kept = len(result.history)
+            why = "abandoned (its browser session closed)" if self._abandoned else "stopped"
+            self._update(status="stopped", message=f"{why}; kept the model after epoch {kept}")
+        else:
+            self._update(status="finished", message=f"finished {len(result.history)} epochs")
