@@ -46,7 +46,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from vae_core.config import ModelConfig  # noqa: E402
-from vae_core.latent import TSNE_ANGLE, TSNE_MAX_ITER, encode, project, projection_cache  # noqa: E402
+from vae_core.inference import TSNE_ANGLE, TSNE_MAX_ITER, encode, projection_cache
+from vae_core.geometry import project  # noqa: E402
 from vae_core.model import VAE  # noqa: E402
 
 TARGET_FIRST_TSNE_S = 15.0
@@ -64,7 +65,7 @@ def _data_root(arg: str | None) -> Path:
 
 def _images(root: Path, n: int) -> tuple[torch.Tensor, np.ndarray | None, str]:
     """Return up to ``n`` MNIST test images (uint8) and labels, or random images when MNIST is absent."""
-    from vae_core.data import DatasetUnavailable, load_dataset
+    from vae_core.datasets import DatasetUnavailable, load_dataset
 
     try:
         data = load_dataset("mnist", root=root, download=False)

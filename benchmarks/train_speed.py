@@ -46,7 +46,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from vae_core.checkpoints import load_checkpoint  # noqa: E402
 from vae_core.config import ModelConfig, TrainConfig  # noqa: E402
-from vae_core.data import DatasetUnavailable, load_dataset  # noqa: E402
+from vae_core.datasets import DatasetUnavailable, load_dataset  # noqa: E402
 from vae_core.metrics import iwae_nll  # noqa: E402
 from vae_core.model import VAE  # noqa: E402
 from vae_core.training import StepInfo, fit  # noqa: E402

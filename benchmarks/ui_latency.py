@@ -44,8 +44,9 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.app_support import CHROMIUM, launch_chromium, streamlit_server, wait_for_app  # noqa: E402
 from vae_core.checkpoints import load_checkpoint  # noqa: E402
-from vae_core.data import DatasetUnavailable, load_dataset  # noqa: E402
-from vae_core.latent import ProjectionCache, encode, project  # noqa: E402
+from vae_core.datasets import DatasetUnavailable, load_dataset  # noqa: E402
+from vae_core.inference import ProjectionCache, encode
+from vae_core.geometry import project  # noqa: E402
 
 TARGET_RATIO = 1.3
 TARGET_FIRST_S = 15.0

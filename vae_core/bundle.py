@@ -11,11 +11,13 @@ from pathlib import Path
 
 import torch
 
+from vae_core.atlas import build_atlas
 from vae_core.checkpoints import Sample, save_checkpoint
 from vae_core.config import TrainConfig
 from vae_core.datasets import DatasetSplits
 from vae_core.metrics import active_units, evaluate_elbo, iwae_nll
 from vae_core.model import VAE
+from vae_core.timeline import Timeline
 
 SAMPLE_SIZE = 2000
 
@@ -43,7 +45,7 @@ def test_metrics(
         nll_k: importance samples for the NLL (0 skips it).
         nll_images: evaluate the NLL on the first this many test images (None: all).
     """
-    elbo = evaluate_elbo(model, x, seed=seed)
+    elbo = evaluate_elbo(model, x)
     metrics = {
         "test_total": elbo.total,
         "test_recon": elbo.recon,
@@ -69,8 +71,14 @@ def save_trained(
     metrics: dict[str, float] | None = None,
     sample_size: int = SAMPLE_SIZE,
     extra: dict | None = None,
+    timeline: Timeline | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
 ) -> Path:
-    """Save ``model`` with its configs, history, test figures, data description and evaluation sample."""
+    """Save ``model`` with its configs, history, test figures, data description, sample, atlas and timeline.
+
+    The atlas of the evaluation sample (codes, per-image -ELBO, 2-D map) is computed here, so
+    the app opens the saved model's map without computing anything.
+    """
     info = {
         "train_images": len(data.train_x)
         if train_config.max_train_images is None
@@ -79,6 +87,8 @@ def save_trained(
         "seed": train_config.seed,
         **(extra or {}),
     }
+    sample = evaluation_sample(data, size=sample_size, seed=train_config.seed) if sample_size else None
+    atlas = build_atlas(model, *sample, on_progress=on_progress) if sample is not None else None
     return save_checkpoint(
         path,
         model=model,
@@ -88,6 +98,8 @@ def save_trained(
         preprocessing=data.preprocessing,
         class_names=tuple(data.class_names),
         metrics=metrics,
-        sample=evaluation_sample(data, size=sample_size, seed=train_config.seed) if sample_size else None,
+        sample=sample,
         extra=info,
+        atlas=atlas,
+        timeline=timeline,
     )

@@ -27,9 +27,11 @@ from typing import Any, BinaryIO, NamedTuple
 import torch
 
 import vae_core
+from vae_core.atlas import Atlas, atlas_payload, parse_atlas
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.model import VAE
 from vae_core.safeload import CheckpointError, Meta, first_line, read_payload
+from vae_core.timeline import Timeline, parse_timeline, timeline_payload
 
 FORMAT = "vae-explorer-checkpoint"
 FORMAT_VERSION = 1
@@ -77,6 +79,8 @@ class CheckpointInfo:
     size_bytes: int
     mtime: float | None
     has_sample: bool
+    has_atlas: bool = False
+    has_timeline: bool = False
 
     @property
     def epochs(self) -> int:
@@ -105,8 +109,10 @@ class CheckpointInfo:
 
 
 class LoadedCheckpoint(NamedTuple):
-    """A model ready for inference, its metadata, and its bundled sample (None when absent).
+    """A model ready for inference, its metadata, and what it carries (each None when absent).
 
+    ``sample`` is the bundled evaluation images, ``atlas`` their stored map
+    (``atlas.Atlas``), ``timeline`` the per-epoch record of training (``timeline.Timeline``).
     ``model`` is in eval mode with ``requires_grad`` off on every parameter: it may be
     shared read-only between threads, so never train it in place.
     """
@@ -114,6 +120,16 @@ class LoadedCheckpoint(NamedTuple):
     model: VAE
     info: CheckpointInfo
     sample: Sample | None
+    atlas: Atlas | None = None
+    timeline: Timeline | None = None
+
+
+class _Parsed(NamedTuple):
+    info: CheckpointInfo
+    state_dict: dict[str, torch.Tensor]
+    sample: Sample | None
+    atlas: Atlas | None
+    timeline: Timeline | None
 
 
 class BadCheckpoint(NamedTuple):
@@ -142,6 +158,8 @@ def save_checkpoint(
     metrics: Mapping[str, float] | None = None,
     sample: Sample | tuple[torch.Tensor, torch.Tensor] | None = None,
     extra: Mapping[str, Any] | None = None,
+    atlas: Atlas | None = None,
+    timeline: Timeline | None = None,
 ) -> Path:
     """Write a self-describing checkpoint atomically.
 
@@ -162,6 +180,8 @@ def save_checkpoint(
             labels (N,), stored so the app works without the dataset.
         extra: Plain values only (str, int, float, bool, None, lists, dicts), e.g.
             split sizes, seed, ``shipped``.
+        atlas: The sample's atlas (``atlas.build_atlas`` on the sample's images); needs ``sample``.
+        timeline: The training timeline (``timeline.TimelineRecorder.timeline()``).
 
     Returns:
         The path written.
@@ -186,6 +206,8 @@ def save_checkpoint(
     bad = _first_non_finite(state_dict)
     if bad is not None:
         raise ValueError(f"refusing to save: weight {bad!r} contains NaN or inf (did training diverge?)")
+    if atlas is not None and (sample is None or len(atlas) != len(sample[0])):
+        raise ValueError("an atlas must describe the bundled sample: pass the sample it was built on")
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -200,6 +222,8 @@ def save_checkpoint(
         "metrics": _plain_metrics(metrics),
         "extra": _plain(dict(extra or {}), where="extra"),
         "sample": _sample_payload(sample, image_shape=model.config.image_shape),
+        "atlas": atlas_payload(atlas),
+        "timeline": timeline_payload(timeline),
         "state_dict": state_dict,
     }
     return _atomic_save(Path(path), payload)
@@ -325,7 +349,7 @@ def load_checkpoint(
             not fit its model config or are not finite.
     """
     payload, meta = read_payload(source, mmap=False)
-    info, state_dict, sample = _parse(payload, meta)
+    info, state_dict, sample, atlas, timeline = _parse(payload, meta)
     label = meta.label
     bad = _first_non_finite(state_dict)
     if bad is not None:
@@ -339,7 +363,7 @@ def load_checkpoint(
         ) from None
     model.requires_grad_(False)
     model.eval()
-    return LoadedCheckpoint(model.to(map_location), info, sample)
+    return LoadedCheckpoint(model.to(map_location), info, sample, atlas, timeline)
 
 
 def read_info(path: str | os.PathLike[str]) -> CheckpointInfo:
@@ -356,7 +380,7 @@ def read_info(path: str | os.PathLike[str]) -> CheckpointInfo:
     """
     # mmap: tensors stay on disk, so listing a folder does not read every model's weights.
     payload, meta = read_payload(Path(path), mmap=True)
-    info, _, _ = _parse(payload, meta)
+    info = _parse(payload, meta).info
     return info
 
 
@@ -384,7 +408,7 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> CheckpointListing:
     return CheckpointListing(good, bad)
 
 
-def _parse(payload: Any, meta: Meta) -> tuple[CheckpointInfo, dict[str, torch.Tensor], Sample | None]:
+def _parse(payload: Any, meta: Meta) -> _Parsed:
     """Validate a loaded payload field by field; return its info, state dict and sample."""
     label = meta.label
 
@@ -456,6 +480,19 @@ def _parse(payload: Any, meta: Meta) -> tuple[CheckpointInfo, dict[str, torch.Te
         raise fail("created and package_version must be strings")
 
     sample = _parse_sample(payload.get("sample"), model_config, fail)
+    atlas = None
+    if payload.get("atlas") is not None:
+        if sample is None:
+            raise fail("the atlas describes a bundled sample, but the checkpoint has none")
+        atlas = parse_atlas(
+            payload["atlas"], n=len(sample.images), latent_dim=model_config.latent_dim, fail=fail
+        )
+    timeline = parse_timeline(
+        payload.get("timeline"),
+        latent_dim=model_config.latent_dim,
+        image_shape=model_config.image_shape,
+        fail=fail,
+    )
     state_dict = payload.get("state_dict")
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise fail("the state_dict is missing or holds something other than tensors")
@@ -478,8 +515,10 @@ def _parse(payload: Any, meta: Meta) -> tuple[CheckpointInfo, dict[str, torch.Te
         size_bytes=meta.size_bytes,
         mtime=meta.mtime,
         has_sample=sample is not None,
+        has_atlas=atlas is not None,
+        has_timeline=timeline is not None,
     )
-    return info, state_dict, sample
+    return _Parsed(info, state_dict, sample, atlas, timeline)
 
 
 def _find_unplain(value: Any, where: str = "payload") -> str | None:

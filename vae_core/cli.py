@@ -16,8 +16,10 @@ from vae_core.bundle import save_trained, test_metrics
 from vae_core.checkpoints import list_checkpoints, load_checkpoint
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.datasets import DATASETS, DatasetUnavailable, dataset_info, load_dataset
+from vae_core.metrics import ELBO_ESTIMATOR
 from vae_core.model import VAE
 from vae_core.safeload import CheckpointError
+from vae_core.timeline import TimelineRecorder
 from vae_core.training import NonFiniteLossError, fit
 
 
@@ -90,12 +92,13 @@ def _train(
         f"on {data.name}: {len(data.train_x):,} train / {len(data.test_x):,} test images",
         flush=True,
     )
-    result = fit(
-        model,
-        data,
-        train_config,
-        on_epoch=lambda r, _: print(_progress_line(r, train_config.epochs), flush=True),
-    )
+    recorder = TimelineRecorder(data.test_x, data.test_y, latent_dim=model_config.latent_dim)
+
+    def on_epoch(record: dict[str, float], trained: VAE) -> None:
+        recorder(record, trained)
+        print(_progress_line(record, train_config.epochs), flush=True)
+
+    result = fit(model, data, train_config, on_epoch=on_epoch)
     print(f"trained in {result.seconds:.1f} s; evaluating (NLL with K={nll_k}) ...", flush=True)
     metrics = test_metrics(model, data.test_x, nll_k=nll_k, nll_images=nll_images, seed=train_config.seed)
     path = save_trained(
@@ -106,6 +109,7 @@ def _train(
         history=result.history,
         metrics=metrics,
         extra=extra,
+        timeline=recorder.timeline(),
     )
     print(_metrics_text(metrics))
     print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB)")
@@ -114,7 +118,8 @@ def _train(
 
 def _metrics_text(metrics: dict[str, float]) -> str:
     lines = [
-        f"test -ELBO   {metrics['test_total']:.2f} nats  (recon {metrics['test_recon']:.2f} + KL {metrics['test_kl']:.2f})"
+        f"test -ELBO   {metrics['test_total']:.2f} nats  (recon {metrics['test_recon']:.2f} + KL {metrics['test_kl']:.2f}; "
+        f"mean over images of the per-image estimate: {ELBO_ESTIMATOR})"
     ]
     if "test_nll" in metrics:
         lines.append(

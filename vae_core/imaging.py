@@ -164,7 +164,9 @@ def gif_bytes(
     return buffer.getvalue()
 
 
-# Matplotlib's "tab10" colours: distinct, colour-blind tolerable, and the same in the app's charts.
+# The one class palette of the app, its charts and every exported image: Matplotlib's "tab10"
+# (distinct, colour-blind tolerable), then ten darker colours for datasets with more classes.
+# None is pale, so every class shows on a white background.
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (31, 119, 180),
     (255, 127, 14),
@@ -176,11 +178,26 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (127, 127, 127),
     (188, 189, 34),
     (23, 190, 207),
+    (0, 0, 128),
+    (128, 0, 0),
+    (0, 128, 128),
+    (128, 128, 0),
+    (75, 0, 130),
+    (210, 105, 30),
+    (0, 100, 0),
+    (199, 21, 133),
+    (47, 79, 79),
+    (184, 134, 11),
 )
 
 
+def label_hex(label: int) -> str:
+    """Return the palette colour of class ``label`` as ``#rrggbb`` (for Plotly)."""
+    return "#{:02x}{:02x}{:02x}".format(*label_colour(label))
+
+
 def label_colour(label: int) -> tuple[int, int, int]:
-    """Return the RGB colour that draws class ``label`` (the palette repeats after ten classes)."""
+    """Return the RGB colour that draws class ``label`` (the palette repeats after twenty classes)."""
     return PALETTE[int(label) % len(PALETTE)]
 
 

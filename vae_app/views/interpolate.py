@@ -7,9 +7,10 @@ import streamlit as st
 import torch
 
 import ui
-from vae_core.data import IMAGE_SUFFIXES, MAX_UPLOAD_BYTES, PreparedImage, prepare_image
+from vae_core.geometry import interpolate, log_prior
 from vae_core.imaging import gif_bytes, png_bytes, strip, to_pil, upscale
-from vae_core.latent import interpolate, interpolation_path, log_prior
+from vae_core.inference import interpolation_path
+from vae_core.preprocess import IMAGE_SUFFIXES, MAX_UPLOAD_BYTES, PreparedImage, prepare_image
 
 METHODS = {"linear": "Linear", "slerp": "Spherical (slerp)"}
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]

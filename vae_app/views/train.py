@@ -9,11 +9,11 @@ from plotly.subplots import make_subplots
 
 import ui
 from vae_core.bundle import save_trained, test_metrics
-from vae_core.checkpoints import checkpoint_path, sanitize_name
 from vae_core.config import ModelConfig, TrainConfig
-from vae_core.data import DATASETS, available_offline, dataset_info
+from vae_core.datasets import DATASETS, available_offline, dataset_info
 from vae_core.imaging import image_grid
-from vae_core.training import RunCapacityError, RunSnapshot, TrainingRun
+from vae_core.naming import checkpoint_path, sanitize_name
+from vae_core.runs import RunCapacityError, RunSnapshot, TrainingRun
 
 RUN_KEY, SAVED_KEY = "train_run", "train_saved"
 NLL_K, NLL_IMAGES = 50, 500

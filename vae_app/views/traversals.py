@@ -5,8 +5,9 @@ import streamlit as st
 
 import ui
 from vae_core.export import traversal_gif, traversal_sheet
+from vae_core.geometry import dims_by_kl, traversal_ranges
 from vae_core.imaging import png_bytes, to_pil, upscale
-from vae_core.latent import dims_by_kl, traversal, traversal_ranges
+from vae_core.inference import traversal
 from vae_core.metrics import kl_per_dimension
 
 MAX_ROWS = 16

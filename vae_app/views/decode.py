@@ -9,8 +9,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
+from vae_core.geometry import grid_position, log_prior, prior_latent
 from vae_core.imaging import image_grid, png_bytes
-from vae_core.latent import decode_one, encode, grid_position, log_prior, manifold_grid, prior_latent
+from vae_core.inference import decode_one, encode, manifold_grid
 
 SHOWN = 32  # sliders drawn at once; larger latents page through blocks of this many
 STEP = 0.05

@@ -8,14 +8,9 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import ui
+from vae_core.geometry import aggregate_gaussian, dims_by_kl, mu_histograms
 from vae_core.imaging import image_grid
-from vae_core.latent import (
-    aggregate_gaussian,
-    dims_by_kl,
-    mu_histograms,
-    prior_samples,
-    sample_aggregate,
-)
+from vae_core.inference import prior_samples, sample_aggregate
 from vae_core.metrics import latent_health
 
 MAX_HISTOGRAMS = 16

@@ -9,9 +9,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from vae_core.data import to_float
+from vae_core.datasets import to_float
 from vae_core.export import traversal_sheet
-from vae_core.latent import decode_latents, encode, project
+from vae_core.geometry import project
+from vae_core.inference import decode_latents, encode
 from vae_core.metrics import model_summary
 
 COLOURS = px.colors.qualitative.T10 + px.colors.qualitative.Alphabet

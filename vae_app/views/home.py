@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 import ui
-from vae_core.latent import decode_latents, encode, prior_samples
+from vae_core.inference import decode_latents, encode, prior_samples
 from vae_core.metrics import elbo_breakdown
 
 ui.ensure_framed(__file__)

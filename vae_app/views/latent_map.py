@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from vae_core.latent import decode_latents, project, projection_cache, selected_indices
+from vae_core.geometry import project, selected_indices
+from vae_core.inference import decode_latents, projection_cache
 from vae_core.metrics import per_sample_elbo
 
 MAX_SELECTED = 32

@@ -12,10 +12,12 @@ import torch
 from PIL import Image, ImageDraw
 
 import ui
-from vae_core.data import IMAGE_SUFFIXES, MAX_UPLOAD_BYTES, PreparedImage, prepare_image, to_float
+from vae_core.datasets import to_float
+from vae_core.geometry import PCAProjector, fit_pca, nearest_neighbours
 from vae_core.imaging import to_pil, upscale
-from vae_core.latent import PCAProjector, encode_image, fit_pca, nearest_neighbours
+from vae_core.inference import encode_image
 from vae_core.metrics import anomaly_verdict, per_sample_elbo, percentile_of
+from vae_core.preprocess import IMAGE_SUFFIXES, MAX_UPLOAD_BYTES, PreparedImage, prepare_image
 
 DRAWING = -1
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]

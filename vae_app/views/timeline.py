@@ -7,9 +7,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
+from vae_core.geometry import timeline_projection
 from vae_core.imaging import gif_bytes, image_grid, label_colour, scatter_frames
-from vae_core.latent import timeline_projection
-from vae_core.training import RunSnapshot, TrainingRun
+from vae_core.runs import RunSnapshot, TrainingRun
 
 GIF_KEY = "timeline_gifs"
 MAX_FRAMES = 60  # more epochs than this are thinned evenly (the last one always shown)

@@ -1,0 +1,246 @@
+"""Session state and the current model: which checkpoint, which images, and their atlas.
+
+Every view asks here for the model (``require_model``), the images it analyses
+(``require_eval_data``: the bundled sample, or the full test split when it is on disk and
+the user chose it) and the atlas of that pair (``require_atlas``), so all pages show one
+picture of the latent space with the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import streamlit as st
+import torch
+
+from vae_app import cache
+from vae_core.atlas import Atlas, build_atlas
+from vae_core.checkpoints import CheckpointError, LoadedCheckpoint
+from vae_core.datasets import default_data_root
+from vae_core.metrics import ELBO_ESTIMATOR
+from vae_core.timeline import Timeline
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFERRED_DEFAULT = "mnist-conv-16"
+MODEL_KEY = "app_model"  # {"kind": "file", "path": str} or {"kind": "upload", "digest": str, "name": str}
+UPLOADS_KEY = "app_uploads"  # digest -> (name, bytes) of checkpoints uploaded in this session
+SCOPE_KEY = "app_scope"  # "sample" (bundled) or "test" (the dataset's full test split on disk)
+RUNS_KEY = "app_session_runs"  # finished training runs of this session, newest last
+MAX_CHECKPOINT_UPLOAD_MB = 200
+
+
+class EvalData(NamedTuple):
+    """Images a page analyses: uint8 (N, C, H, W), int64 labels, class names, a description, an identity."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    source: str
+    key: str
+    bundled: bool
+
+
+class SessionRun(NamedTuple):
+    """A training run of this session, kept for the Training timeline page until the session ends."""
+
+    name: str
+    timeline: Timeline
+    class_names: tuple[str, ...]
+
+
+def session_alive_check() -> Callable[[], bool]:
+    """Return a thread-safe check of whether this browser session is still open.
+
+    Streamlit closes a session some time after its tab disconnects; a training run that
+    asks this stops then instead of training for nobody. Outside a server it always says yes.
+    """
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return lambda: True
+    session_id, runtime = ctx.session_id, Runtime.instance()
+    return lambda: runtime.is_active_session(session_id)
+
+
+def checkpoint_dir() -> Path:
+    """Return the folder of checkpoints: ``$VAE_CHECKPOINT_DIR`` or ``checkpoints/`` beside app.py."""
+    return Path(os.environ.get("VAE_CHECKPOINT_DIR") or ROOT / "checkpoints")
+
+
+def checkpoint_listing() -> tuple[list, list]:
+    """Return (good infos, bad (path, reason)) for the checkpoint folder, re-read whenever a file changes."""
+    folder = checkpoint_dir()
+    signature = ()
+    if folder.is_dir():
+        signature = tuple(sorted((p.name, p.stat().st_mtime, p.stat().st_size) for p in folder.glob("*.pt")))
+    return cache.listing(str(folder), signature)
+
+
+def remember_upload(name: str, data: bytes) -> str:
+    """Validate and keep an uploaded checkpoint in this session; select it; return its digest."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    cache.model_bytes(digest, data)  # raises CheckpointError for anything that is not ours
+    st.session_state.setdefault(UPLOADS_KEY, {})[digest] = (name, data)
+    st.session_state[MODEL_KEY] = {"kind": "upload", "digest": digest, "name": name}
+    return digest
+
+
+def select_model_file(path: Path) -> None:
+    """Make the checkpoint at ``path`` the current model (the sidebar follows on the next run)."""
+    st.session_state[MODEL_KEY] = {"kind": "file", "path": str(path)}
+
+
+def default_choice() -> dict | None:
+    """Return the model selection used before the user picks one: the shipped conv model if present."""
+    good, _ = checkpoint_listing()
+    if not good:
+        return None
+    preferred = [i for i in good if i.name == PREFERRED_DEFAULT] or good
+    return {"kind": "file", "path": str(preferred[0].path)}
+
+
+def current_model() -> LoadedCheckpoint | None:
+    """Return the selected model, falling back to the default; None when there is none."""
+    choice = st.session_state.get(MODEL_KEY) or default_choice()
+    if choice is None:
+        return None
+    try:
+        if choice["kind"] == "upload":
+            name, data = st.session_state.get(UPLOADS_KEY, {})[choice["digest"]]
+            return cache.model_bytes(choice["digest"], data)
+        path = Path(choice["path"])
+        return cache.model_file(str(path), path.stat().st_mtime)
+    except (KeyError, FileNotFoundError):
+        st.session_state.pop(MODEL_KEY, None)
+        return None
+    except CheckpointError as exc:
+        st.session_state.pop(MODEL_KEY, None)
+        st.error(f"The selected model could not be loaded: {exc}")
+        return None
+
+
+def model_key(loaded: LoadedCheckpoint) -> str:
+    """Return a string that identifies the model's weights, for keying cached results."""
+    info = loaded.info
+    if info.path is not None:
+        return f"{info.path}:{info.mtime}"
+    return f"upload:{info.name}:{info.created}:{info.size_bytes}"
+
+
+def require_model() -> LoadedCheckpoint:
+    """Return the current model, or explain how to get one and stop the page."""
+    loaded = current_model()
+    if loaded is None:
+        st.info(
+            "No model is loaded yet. Train one on the **Train** page, or upload a checkpoint (.pt) in the sidebar."
+        )
+        st.stop()
+    return loaded
+
+
+def bundled_data(loaded: LoadedCheckpoint) -> EvalData | None:
+    """Return the checkpoint's bundled test images, or None when it carries none."""
+    if loaded.sample is None:
+        return None
+    images, labels = loaded.sample
+    key = loaded.atlas.data_key if loaded.atlas is not None else cache.sample_key(model_key(loaded), images)
+    source = f"{len(images):,} test images bundled with the model"
+    return EvalData(images, labels, tuple(loaded.info.class_names), source, key, True)
+
+
+def test_split_data(loaded: LoadedCheckpoint) -> EvalData | None:
+    """Return the model's dataset's full test split when it is on disk and larger than the bundled sample."""
+    split = cache.test_split(loaded.info.dataset, str(default_data_root()))
+    if split is None or split.images.shape[1:] != loaded.info.model_config.image_shape:
+        return None
+    if loaded.sample is not None and len(split.images) <= len(loaded.sample.images):
+        return None
+    source = f"all {len(split.images):,} images of the {loaded.info.dataset} test split"
+    names = split.class_names or tuple(loaded.info.class_names)
+    return EvalData(split.images, split.labels, names, source, split.key, False)
+
+
+def eval_data(loaded: LoadedCheckpoint) -> EvalData | None:
+    """Return the images to analyse: the full test split when chosen and on disk, else the bundled sample."""
+    bundled = bundled_data(loaded)
+    if st.session_state.get(SCOPE_KEY) == "test" or bundled is None:
+        full = test_split_data(loaded)
+        if full is not None:
+            return full
+    return bundled
+
+
+def require_eval_data(loaded: LoadedCheckpoint) -> EvalData:
+    """Return evaluation images or explain why there are none and stop the page."""
+    data = eval_data(loaded)
+    if data is None:
+        st.warning(
+            f"This model carries no sample of its data and the **{loaded.info.dataset}** test split is not on "
+            "disk. Point `VAE_DATA_DIR` at a folder that has it, or pick a model that bundles a sample "
+            "(every shipped model and every model saved from the Train page does)."
+        )
+        st.stop()
+    return data
+
+
+def atlas_for(loaded: LoadedCheckpoint, data: EvalData, *, label: str = "") -> Atlas:
+    """Return the atlas of ``loaded`` on ``data``: the stored one, else computed once (with progress) and kept.
+
+    A stored atlas is used only when it describes exactly these images with the app's current
+    -ELBO estimator; any other pair (model B on model A's images, the full test split) is
+    computed under its own (model, data) key.
+    """
+    stored = loaded.atlas
+    if stored is not None and stored.data_key == data.key and stored.estimator == ELBO_ESTIMATOR:
+        return stored
+    store = cache.atlas_store()
+    key = (model_key(loaded), data.key)
+    found = store.get(key)
+    if found is not None:
+        return found
+    name = label or loaded.info.name
+    with st.status(f"Mapping the latent space of {name} on {data.source} …", expanded=True) as status:
+        bar = st.progress(0.0, text="starting")
+        result = store.get_or_compute(
+            key,
+            lambda: build_atlas(
+                loaded.model,
+                data.images,
+                data.labels,
+                on_progress=lambda f, m: bar.progress(min(f, 1.0), text=m),
+            ),
+        )
+        status.update(
+            label=f"Mapped {len(result):,} images of {name} (kept for this server)",
+            state="complete",
+            expanded=False,
+        )
+    return result
+
+
+def require_atlas(loaded: LoadedCheckpoint) -> tuple[EvalData, Atlas]:
+    """Return the current evaluation images and their atlas, or explain the failure and stop the page."""
+    data = require_eval_data(loaded)
+    try:
+        return data, atlas_for(loaded, data)
+    except ValueError as exc:
+        st.error(f"Could not map the latent space: {exc}")
+        st.stop()
+
+
+def remember_run(run: SessionRun) -> None:
+    """Keep a finished run's timeline for the rest of the session (a later run does not replace it)."""
+    runs = st.session_state.setdefault(RUNS_KEY, [])
+    if not any(r.name == run.name and len(r.timeline) == len(run.timeline) for r in runs):
+        runs.append(run)
+
+
+def session_runs() -> list[SessionRun]:
+    """Return this session's finished runs, oldest first."""
+    return list(st.session_state.get(RUNS_KEY, []))
