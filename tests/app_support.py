@@ -20,6 +20,7 @@ import numpy as np
 from tests.helpers import random_splits, tiny_model
 from vae_core.bundle import save_trained, test_metrics
 from vae_core.config import ModelConfig, TrainConfig
+from vae_core.timeline import TimelineRecorder
 from vae_core.training import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,14 +41,15 @@ TINY_MODELS = {
 
 
 def make_tiny_checkpoints(folder: Path) -> dict[str, Path]:
-    """Train two tiny models for one epoch on random blobs and save them with a bundled sample."""
+    """Train two tiny models for two epochs on random blobs; save them with a bundled sample and a timeline."""
     folder.mkdir(parents=True, exist_ok=True)
     data = random_splits(n_train=128, n_test=96)
     paths = {}
     for name, config in TINY_MODELS.items():
         model = tiny_model(config)
         train = TrainConfig(dataset="random", epochs=2, batch_size=32, device="cpu")
-        history = fit(model, data, train).history
+        recorder = TimelineRecorder(data.test_x, data.test_y, latent_dim=config.latent_dim)
+        history = fit(model, data, train, on_epoch=recorder).history
         metrics = test_metrics(model, data.test_x, nll_k=5)
         paths[name] = save_trained(
             folder / f"{name}.pt",
@@ -57,12 +59,13 @@ def make_tiny_checkpoints(folder: Path) -> dict[str, Path]:
             history=history,
             metrics=metrics,
             sample_size=96,
+            timeline=recorder.timeline(),
         )
     return paths
 
 
 def app_test(page: str | None = None, *, timeout: float = 60):
-    """Return an AppTest of app.py that has run once, switched to ``page`` (e.g. "pages/decode.py")."""
+    """Return an AppTest of app.py that has run once, switched to ``page`` (e.g. "vae_app/views/decode.py")."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
@@ -87,6 +90,12 @@ def select_model(at, path: Path):
 def chart_spec(at, index: int = 0) -> dict:
     """Return the Plotly figure of the page's ``index``-th chart as a dict."""
     return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def chart_by_key(at, key: str) -> dict | None:
+    """Return the Plotly figure of the page's chart with widget key ``key`` as a dict, or None if absent."""
+    found = [chart for chart in at.get("plotly_chart") if chart.key == key]
+    return json.loads(found[0].proto.spec) if found else None
 
 
 def plotly_array(value) -> np.ndarray:

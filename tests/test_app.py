@@ -56,3 +56,20 @@ def test_a_corrupt_checkpoint_in_the_folder_is_named_not_raised(
     assert_no_exception(at)
     assert any("broken.pt" in w.value for w in at.sidebar.warning)
     assert at.title[0].value == "VAE latent-space explorer"
+
+
+def test_home_example_elbo_is_the_atlas_value(app_env: Path):
+    from vae_core.checkpoints import load_checkpoint
+
+    at = app_test()
+    select_model(at, app_env / "tiny-mlp-2.pt")
+    atlas = load_checkpoint(app_env / "tiny-mlp-2.pt").atlas
+    for _ in range(2):  # the first example, then another one
+        example = at.session_state["home_example"] % len(atlas)
+        shown = next(m for m in at.metric if m.label == "−ELBO of this image (nats)")
+        assert shown.value == f"{atlas.elbo[example]:.1f}"
+        walkthrough = next(md.value for md in at.markdown if "reparameterization" in md.value)
+        assert f"**{atlas.elbo[example]:.1f} nats**" in walkthrough  # the image's −ELBO is the atlas's
+        assert "this one draw of ε" in walkthrough
+        at.button(key="home_next_example").click().run()
+        assert_no_exception(at)

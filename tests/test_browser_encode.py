@@ -24,27 +24,18 @@ def seven_png(path: Path) -> Path:
     return path
 
 
-def open_page(page, app_url: str, title: str) -> None:
-    """Open the app and go to the page ``title`` through the sidebar navigation, as a user would.
-
-    (Loading ``/encode`` directly is not used: the page must run inside app.py's frame.)
-    """
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    page.goto(app_url)
-    link = page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True)
-    heading = page.get_by_role("heading", name=title, exact=True)
-    link.wait_for(timeout=TIMEOUT_MS)
+def open_page(page, app_url: str, path: str, title: str) -> None:
+    """Open the page at ``app_url/path`` by its deep link and wait until its ``title`` heading is drawn."""
+    page.goto(f"{app_url}/{path}")
+    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=TIMEOUT_MS)
     wait_for_app(page, timeout_ms=TIMEOUT_MS)
-    for attempt in range(3):  # a click during the first, slow run of Home can be lost
-        link.click()
-        try:
-            heading.wait_for(timeout=TIMEOUT_MS // 3)
-            break
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
-    wait_for_app(page, timeout_ms=TIMEOUT_MS)
+
+
+def trace_names(page, key: str) -> list[str]:
+    """Return the trace names of the Plotly chart with widget key ``key``."""
+    plot = page.locator(f".st-key-{key} .js-plotly-plot")
+    plot.wait_for(timeout=TIMEOUT_MS)
+    return plot.evaluate("el => el.data.map(t => t.name)")
 
 
 def screenshot(page, path: Path, *, height: int) -> None:
@@ -68,7 +59,7 @@ def test_encode_an_uploaded_digit_then_a_corrupt_file(
     browser_page, app_url: str, artifacts_dir: Path, tmp_path
 ) -> None:
     page = browser_page
-    open_page(page, app_url, "Encode")
+    open_page(page, app_url, "encode", "Encode")
     # Useful without an upload: the example drawing is encoded.
     page.get_by_text("Percentile among the test images").wait_for(timeout=TIMEOUT_MS)
 
@@ -80,6 +71,9 @@ def test_encode_an_uploaded_digit_then_a_corrupt_file(
     # The μ/σ bar chart, the histogram and the latent map are drawn.
     page.locator('[data-testid="stPlotlyChart"] .barlayer .point').first.wait_for(timeout=TIMEOUT_MS)
     page.get_by_test_id("stPlotlyChart").nth(2).wait_for(timeout=TIMEOUT_MS)  # bars, histogram, map
+    # The map is the shared one (a trace per digit, as on the Latent map page) with the upload as a star on top.
+    names = trace_names(page, "encode_map")
+    assert names[:10] == [str(digit) for digit in range(10)] and names[-1] == "this image"
     assert page.get_by_text("the error bar is its uncertainty", exact=False).count() == 1
     neighbours = page.get_by_text(re.compile(r"^#\d+\s·\s.+, d\s=\s\d"))
     neighbours.nth(7).wait_for(timeout=TIMEOUT_MS)  # 8 nearest neighbours
@@ -99,9 +93,12 @@ def test_encode_an_uploaded_digit_then_a_corrupt_file(
 
 def test_interpolate_between_two_test_digits(browser_page, app_url: str, artifacts_dir: Path) -> None:
     page = browser_page
-    open_page(page, app_url, "Interpolate")
+    open_page(page, app_url, "interpolate", "Interpolate")
     page.get_by_text("decoded: 10 images", exact=False).wait_for(timeout=TIMEOUT_MS)
-    page.get_by_test_id("stPlotlyChart").wait_for(timeout=TIMEOUT_MS)
+    # The path is drawn across the shared map: 10 points joined by a line, A and B as stars.
+    assert trace_names(page, "interp_map")[-2:] == ["path", "A and B"]
+    plot = page.locator(".st-key-interp_map .js-plotly-plot")
+    assert plot.evaluate("el => el._fullData.find(t => t.name === 'path')._length") == 10
     page.get_by_role("radiogroup", name="Path").get_by_text("Spherical (slerp)").click()
     page.get_by_text("decoded: 10 images", exact=False).filter(has_text="spherical (slerp)").wait_for(
         timeout=TIMEOUT_MS

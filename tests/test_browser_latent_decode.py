@@ -17,6 +17,8 @@ DECODED = ".st-key-decode_image img"
 # Streamlit >= 1.5x draws a react-aria slider around an <input type="range">; older ones a BaseWeb [role=slider].
 SLIDER = '[data-testid="stSlider"] input[type="range"], [data-testid="stSlider"] [role="slider"]'
 PLOT = '[data-testid="stMain"] .js-plotly-plot'
+GRID = ".st-key-decode_grid_chart .js-plotly-plot"
+MAP = ".st-key-decode_map .js-plotly-plot"
 
 
 def require_checkpoint(name: str) -> None:
@@ -24,15 +26,21 @@ def require_checkpoint(name: str) -> None:
         pytest.skip(f"needs the shipped checkpoints/{name}.pt (make checkpoints)")
 
 
-def open_page(page, app_url: str, path: str, ready: str) -> None:
-    """Open ``path`` once the frame has registered its pages, and wait for the ``ready`` element."""
-    # Until app.py has called st.navigation once in the server process, Streamlit serves a deep link
-    # such as /decode from the pages/ folder alone, without the frame; the root always runs app.py.
-    page.goto(app_url)
-    wait_for_app(page)
+def open_page(page, app_url, path: str, ready: str) -> None:
+    """Open the page at ``app_url/path`` by its deep link and wait for the ``ready`` element."""
     page.goto(f"{app_url}/{path}")
     page.wait_for_selector(ready, timeout=90_000)
     wait_for_app(page)
+
+
+def marker_xy(page) -> list[float]:
+    """Return where the Decode page's map draws the current z."""
+    return page.evaluate(
+        f"""() => {{
+            const t = document.querySelector('{MAP}')._fullData.find(t => t.name === 'current z');
+            return [t.x[0], t.y[0]];
+        }}"""
+    )
 
 
 def pick_model(page, name: str) -> None:
@@ -58,7 +66,9 @@ def test_decode_keyboard_slider_moves_change_the_decoded_image(browser_page, app
     page = browser_page
     open_page(page, app_url, "decode", DECODED)
     image = page.locator(DECODED)
+    page.wait_for_selector(MAP, timeout=60_000)
     before_src, before = image.get_attribute("src"), pixels(image.screenshot())
+    before_marker = marker_xy(page)
     page.locator(SLIDER).first.focus()
     for _ in range(30):  # z0 from 0 to 1.5 in steps of 0.05
         page.keyboard.press("ArrowRight")
@@ -78,6 +88,8 @@ def test_decode_keyboard_slider_moves_change_the_decoded_image(browser_page, app
     assert np.abs(after - before).mean() > 2, "the decoded image did not change"
     # log p(z) fell by z0^2 / 2 = 1.125 nats from its value at z = 0
     assert page.get_by_text("from z = 0").first.inner_text().startswith("-1.1")
+    # The current z moved on the shared map too.
+    assert marker_xy(page) != before_marker
     page.screenshot(path=artifacts_dir / "decode-conv-16.png", full_page=True)
 
 
@@ -86,13 +98,18 @@ def test_decode_a_2d_model_shows_the_manifold_grid(browser_page, app_url, artifa
     page = browser_page
     open_page(page, app_url, "decode", DECODED)
     pick_model(page, "mnist-mlp-2")
-    page.wait_for_selector(PLOT, timeout=60_000)
+    page.wait_for_selector(GRID, timeout=60_000)
     assert page.locator(SLIDER).count() == 2
-    traces = page.evaluate(f"() => document.querySelector('{PLOT}').data.map(t => t.type)")
+    traces = page.evaluate(f"() => document.querySelector('{GRID}').data.map(t => t.type)")
     assert traces == ["image", "scatter"]  # the decoded grid and the ring at the current z
+    assert marker_xy(page) == [0, 0]  # a 2-D latent's map is the latent plane: the marker is z itself
     page.locator(SLIDER).nth(1).focus()
     for _ in range(20):
         page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        f"() => document.querySelector('{MAP}')._fullData.find(t => t.name === 'current z').y[0] > 0.99",
+        timeout=60_000,
+    )
     wait_for_app(page)
     page.wait_for_timeout(500)
     save(page, artifacts_dir, "decode")

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 120_000
 EPOCHS = 12  # enough for the screenshots to show digits rather than blobs
+LOSS_POINTS = '.st-key-train_chart [data-testid="stPlotlyChart"] .scatterlayer .point'
 
 
 def open_train(page, app_url: str) -> None:
@@ -71,24 +72,26 @@ def test_train_live_then_timeline(browser_page, app_url: str, artifacts_dir: Pat
     page.get_by_text("No run yet").wait_for()
     fill_form(page, epochs=EPOCHS, seed=0, batch=32)
     # The live view appears while training: the progress bar, then the loss chart after the first epoch,
-    # which grows by (train, test) x 3 panels of markers per epoch.
+    # which grows by (train, test) x 3 panels of markers per epoch (the map of the latest epoch sits below it).
     page.get_by_test_id("stProgress").first.wait_for(timeout=TIMEOUT_MS)
     page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=TIMEOUT_MS)
     # The chart's container shows before Plotly has drawn its markers: wait for the first ones.
     page.wait_for_function(
-        """() => document.querySelectorAll('[data-testid="stPlotlyChart"] .scatterlayer .point').length > 0""",
+        f"""() => document.querySelectorAll('{LOSS_POINTS}').length > 0""",
         timeout=TIMEOUT_MS,
     )
-    points = page.locator('[data-testid="stPlotlyChart"] .scatterlayer .point')
+    points = page.locator(LOSS_POINTS)
     first = points.count()
     assert first % 6 == 0 and 6 <= first <= 6 * EPOCHS
     final_test_elbo(page)
     page.wait_for_function(
-        f"""() => document.querySelectorAll('[data-testid="stPlotlyChart"] .scatterlayer .point').length
-                 === {6 * EPOCHS}""",
+        f"""() => document.querySelectorAll('{LOSS_POINTS}').length === {6 * EPOCHS}""",
         timeout=TIMEOUT_MS,
     )
     page.get_by_text("Save this model").wait_for()
+    # The map and the prior samples show the same, last, epoch.
+    assert page.get_by_text(f"after epoch {EPOCHS}").count() == 2
+    assert page.locator('.st-key-train_map [data-testid="stPlotlyChart"] .scatterlayer .point').count() == 297
     wait_for_app(page)
     screenshot(page, artifacts_dir / "train.png")
     shutil.copy(artifacts_dir / "train.png", ROOT / "docs" / "screenshots" / "train.png")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import vae_core
-from vae_core import checkpoints, safeload
+from vae_core import safeload
 from vae_core.checkpoints import (
     FORMAT_VERSION,
     CheckpointExists,

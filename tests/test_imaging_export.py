@@ -179,3 +179,13 @@ def test_latents_csv_parses_back():
     np.testing.assert_allclose(body[:, 4], np.linspace(-100, -90, 6))
     with pytest.raises(ValueError, match="elbo"):
         latents_csv(latents, labels, extra_columns={"elbo": [1.0]})
+
+
+def test_latents_csv_writes_float32_columns_at_their_precision():
+    latents, labels, _, _ = _export_inputs(n=2, d=2)
+    score = np.array([512.3434448242188, 1.0], dtype=np.float32)  # an atlas's -ELBO is float32
+    text = latents_csv(latents, labels, extra_columns={"neg_elbo": score, "map_x": np.array([0.25, -3.0])})
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0][-2:] == ["neg_elbo", "map_x"]
+    assert rows[1][-2:] == ["512.343445", "0.25"] and rows[2][-2:] == ["1", "-3"]
+    assert np.float32(float(rows[1][-2])) == score[0]  # 9 digits round-trip a float32

@@ -31,11 +31,19 @@ from vae_core.imaging import to_uint8
 from vae_core.inference import encode, traversal
 from vae_core.metrics import (
     LITERATURE_NLL,
+    active_units,
+    active_units_of,
     decode_seconds,
+    elbo_means,
     evaluate_elbo,
     iwae_cost,
+    kl_per_dimension,
+    kl_per_dimension_of,
     latent_health,
+    latent_health_of,
     model_summary,
+    model_summary_of,
+    per_image_elbo,
     rank_typicality,
 )
 from vae_core.training import fit
@@ -85,6 +93,52 @@ def test_a_switched_off_dimension_has_zero_kl_and_is_inactive(data):
     assert health.kl_per_dim[DEAD] == pytest.approx(0.0, abs=1e-7)
     assert health.active.variances[DEAD] == pytest.approx(0.0, abs=1e-12)
     assert dims_by_kl(health.kl_per_dim)[-1] == DEAD
+
+
+def test_kl_per_dimension_of_posteriors_is_the_closed_form_kl_of_each_dimension():
+    rng = np.random.default_rng(0)
+    mu, logvar = rng.normal(size=(50, 3)), rng.normal(scale=0.5, size=(50, 3))
+    q = torch.distributions.Normal(torch.from_numpy(mu), torch.from_numpy(np.exp(0.5 * logvar)))
+    p = torch.distributions.Normal(0.0, 1.0)
+    expected = torch.distributions.kl_divergence(q, p).mean(dim=0).numpy()
+    np.testing.assert_allclose(kl_per_dimension_of(mu, logvar), expected, rtol=1e-5)
+    assert kl_per_dimension_of(np.zeros((0, 3)), np.zeros((0, 3))).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="same shape"):
+        kl_per_dimension_of(mu, logvar[:, :2])
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        kl_per_dimension_of(mu[0], logvar[0])
+
+
+def test_active_units_of_codes_counts_dimensions_whose_mean_varies():
+    rng = np.random.default_rng(1)
+    mu = np.column_stack([rng.normal(size=40), np.full(40, 0.3), rng.normal(scale=0.05, size=40)])
+    active = active_units_of(mu)
+    assert active.count == 1 and active.threshold == 0.01
+    np.testing.assert_allclose(active.variances, mu.var(axis=0), rtol=1e-5, atol=1e-12)  # population variance
+    assert active_units_of(mu, threshold=1e-4).count == 2
+    assert active_units_of(mu[:1]).count == 0  # one image: nothing varies
+
+
+def test_the_model_calling_metrics_are_the_ones_on_its_codes(trained, data):
+    """One formula: measuring a model on images equals measuring its codes of them (an atlas's)."""
+    mu, logvar = encode(trained, data.test_x)
+    np.testing.assert_array_equal(kl_per_dimension(trained, data.test_x), kl_per_dimension_of(mu, logvar))
+    np.testing.assert_array_equal(active_units(trained, data.test_x).variances, active_units_of(mu).variances)
+    on_model, on_codes = latent_health(trained, data.test_x), latent_health_of(mu, logvar)
+    np.testing.assert_array_equal(on_model.kl_per_dim, on_codes.kl_per_dim)
+    assert on_model.warnings == on_codes.warnings
+    parts = per_image_elbo(trained, data.test_x)
+    assert elbo_means(parts.recon, parts.kl) == evaluate_elbo(trained, data.test_x)
+    summary = model_summary_of(mu=mu, recon=parts.recon, kl=parts.kl, parameters=trained.num_parameters())
+    assert summary == model_summary(trained, data.test_x)
+
+
+def test_elbo_means_of_per_image_parts():
+    means = elbo_means(np.array([10.0, 20.0]), np.array([1.0, 3.0]))
+    assert means == pytest.approx((17.0, 15.0, 2.0))
+    assert elbo_means(np.zeros(0), np.zeros(0)) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="KL terms"):
+        elbo_means(np.zeros(3), np.zeros(2))
 
 
 def test_dims_by_kl_orders_most_informative_first():

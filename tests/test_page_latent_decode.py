@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.app_support import app_test, assert_no_exception, chart_spec, select_model
+from tests.app_support import app_test, assert_no_exception, chart_by_key, chart_spec, select_model
 from tests.app_support import plotly_array as array
 from vae_core.checkpoints import load_checkpoint
-from vae_core.inference import encode, projection_cache
+from vae_core.inference import encode
 
 
 def open_page(page: str, app_env: Path, model: str):
@@ -30,49 +30,56 @@ def slider_values(at) -> list[float]:
     return [s.value for s in at.slider if s.key and s.key.startswith("decode_z")]
 
 
+def marker_point(at) -> np.ndarray:
+    """Return where the Decode page's map puts the current z, (2,)."""
+    (trace,) = [t for t in chart_by_key(at, "decode_map")["data"] if t["name"] == "current z"]
+    return np.array([array(trace["x"])[0], array(trace["y"])[0]])
+
+
 # Latent map
 
 
+def customdata(trace: dict) -> np.ndarray:
+    """Return a class trace's (atlas index, -ELBO as shown) per point, (N, 2)."""
+    return np.column_stack([array(trace["customdata"]), np.asarray(trace["text"], dtype=float)])
+
+
 def test_latent_map_of_a_2d_latent_plots_z_directly_one_trace_per_class(app_env: Path):
-    at = open_page("pages/latent_map.py", app_env, "tiny-mlp-2")
-    assert at.radio(key="latent_map_method").value == "direct"
-    assert at.number_input(key="latent_map_n").value == 96  # all of the bundled sample, under 2,000
+    at = open_page("vae_app/views/latent_map.py", app_env, "tiny-mlp-2")
+    assert at.radio(key="latent_map_view").value == "latent plane"
     spec = chart_spec(at)
     assert [t["name"] for t in spec["data"]] == ["top", "bottom"]
     assert spec["layout"]["xaxis"]["title"]["text"] == "z0"
     # customdata carries the index into the whole sample, so a selection maps back across traces
-    indices = np.sort(np.concatenate([array(t["customdata"]) for t in spec["data"]]))
+    indices = np.sort(np.concatenate([customdata(t)[:, 0] for t in spec["data"]]))
     assert indices.tolist() == list(range(96))
-    mu = encode(
-        load_checkpoint(app_env / "tiny-mlp-2.pt").model,
-        load_checkpoint(app_env / "tiny-mlp-2.pt").sample.images,
-    ).mu
+    loaded = load_checkpoint(app_env / "tiny-mlp-2.pt")
+    mu = encode(loaded.model, loaded.sample.images).mu
     first = spec["data"][0]
-    np.testing.assert_allclose(array(first["x"]), mu[array(first["customdata"]), 0], atol=1e-5)
+    idx = customdata(first)[:, 0].astype(int)
+    np.testing.assert_allclose(array(first["x"]), mu[idx, 0], atol=1e-5)
+    # the stored atlas is what the map shows: its -ELBO per image rides along in customdata
+    np.testing.assert_allclose(customdata(first)[:, 1], loaded.atlas.elbo[idx], atol=0.051)
 
 
-def test_latent_map_of_a_4d_latent_offers_pca_and_t_sne_with_a_cached_repeat(app_env: Path):
-    at = open_page("pages/latent_map.py", app_env, "tiny-conv-4")
-    assert at.radio(key="latent_map_method").options == ["PCA", "t-SNE", "two chosen dims"]
-    assert chart_spec(at)["layout"]["xaxis"]["title"]["text"].startswith("PC1")
-    at.number_input(key="latent_map_n").set_value(40).run()
-    at.radio(key="latent_map_method").set_value("t-SNE").run()
-    at.slider(key="latent_map_perplexity").set_value(5).run()
-    assert_no_exception(at)
+def test_latent_map_of_a_4d_latent_opens_on_the_stored_t_sne_layout(app_env: Path):
+    at = open_page("vae_app/views/latent_map.py", app_env, "tiny-conv-4")
+    assert at.radio(key="latent_map_view").options == ["t-SNE (neighbours kept)", "PCA", "two chosen dims"]
     spec = chart_spec(at)
     assert spec["layout"]["xaxis"]["title"]["text"] == "t-SNE 1"
-    assert sum(len(array(t["x"])) for t in spec["data"]) == 40
-    assert any(s.label.startswith("t-SNE of 40 codes took") for s in at.status)
-    cached = len(projection_cache)
-    at.run()  # the repeat view comes from the cache: nothing new is computed, no progress box
-    assert len(projection_cache) == cached
-    assert not at.status
+    assert not at.status  # the stored atlas: nothing is computed
+    loaded = load_checkpoint(app_env / "tiny-conv-4.pt")
+    first = spec["data"][0]
+    idx = customdata(first)[:, 0].astype(int)
+    np.testing.assert_allclose(array(first["x"]), loaded.atlas.coords[idx, 0], atol=1e-5)
+    at.radio(key="latent_map_view").set_value("PCA").run()
     assert_no_exception(at)
+    assert chart_spec(at)["layout"]["xaxis"]["title"]["text"] == "PC1"
 
 
 def test_latent_map_two_chosen_dims_and_anomaly_colouring(app_env: Path):
-    at = open_page("pages/latent_map.py", app_env, "tiny-conv-4")
-    at.radio(key="latent_map_method").set_value("two chosen dims").run()
+    at = open_page("vae_app/views/latent_map.py", app_env, "tiny-conv-4")
+    at.radio(key="latent_map_view").set_value("two chosen dims").run()
     at.selectbox(key="latent_map_dim_x").set_value(3).run()
     spec = chart_spec(at)
     assert (spec["layout"]["xaxis"]["title"]["text"], spec["layout"]["yaxis"]["title"]["text"]) == (
@@ -92,7 +99,7 @@ def test_latent_map_two_chosen_dims_and_anomaly_colouring(app_env: Path):
 
 
 def test_moving_a_slider_decodes_a_new_image(app_env: Path):
-    at = open_page("pages/decode.py", app_env, "tiny-conv-4")
+    at = open_page("vae_app/views/decode.py", app_env, "tiny-conv-4")
     assert slider_values(at) == [0.0, 0.0, 0.0, 0.0]
     before_image, before_logp = decoded_image(at), log_prior_metric(at)
     assert before_image.startswith("data:image/png;base64,")
@@ -102,10 +109,11 @@ def test_moving_a_slider_decodes_a_new_image(app_env: Path):
     assert decoded_image(at) != before_image
     assert log_prior_metric(at) == f"{-2 * np.log(2 * np.pi) - 0.5 * 2.5**2:.2f} nats"
     assert at.session_state["decode_z"] == [2.5, 0.0, 0.0, 0.0]
+    assert [b.label for b in at.get("download_button")] == ["Download PNG"]
 
 
 def test_reset_random_draw_and_range(app_env: Path):
-    at = open_page("pages/decode.py", app_env, "tiny-conv-4")
+    at = open_page("vae_app/views/decode.py", app_env, "tiny-conv-4")
     at.button(key="decode_random").click().run()
     drawn = slider_values(at)
     assert any(v != 0 for v in drawn) and all(abs(v) <= 3 for v in drawn)
@@ -121,26 +129,47 @@ def test_reset_random_draw_and_range(app_env: Path):
 
 
 def test_start_from_a_dataset_example_sets_the_sliders_to_its_mu(app_env: Path):
-    at = open_page("pages/decode.py", app_env, "tiny-conv-4")
+    at = open_page("vae_app/views/decode.py", app_env, "tiny-conv-4")
     loaded = load_checkpoint(app_env / "tiny-conv-4.pt")
     at.selectbox(key="decode_example_class").set_value(1).run()
     at.number_input(key="decode_example_index").set_value(2).run()
     at.button(key="decode_example_go").click().run()
     assert_no_exception(at)
     index = int(np.flatnonzero(loaded.sample.labels.numpy() == 1)[2])
-    mu = encode(loaded.model, loaded.sample.images[index : index + 1]).mu[0].numpy()
-    np.testing.assert_allclose(slider_values(at), mu, atol=0.006)
+    # The atlas's code of the image (the Latent map's), to the sliders' two decimals.
+    np.testing.assert_allclose(slider_values(at), loaded.atlas.mu[index], atol=0.006)
+    np.testing.assert_allclose(
+        marker_point(at), loaded.atlas.place(np.round(loaded.atlas.mu[index], 2))[0], atol=1e-5
+    )
+
+
+def test_the_map_marker_follows_the_sliders(app_env: Path):
+    at = open_page("vae_app/views/decode.py", app_env, "tiny-conv-4")
+    atlas = load_checkpoint(app_env / "tiny-conv-4.pt").atlas
+    spec = chart_by_key(at, "decode_map")
+    assert [t["name"] for t in spec["data"]] == ["top", "bottom", "current z"]
+    assert spec["layout"]["xaxis"]["title"]["text"] == "t-SNE 1"  # the atlas's map, as on the Latent map page
+    before = marker_point(at)
+    np.testing.assert_allclose(before, atlas.place(np.zeros(4))[0], atol=1e-6)
+    at.slider(key="decode_z1").set_value(-2.0).run()
+    assert_no_exception(at)
+    after = marker_point(at)
+    assert not np.allclose(after, before)
+    np.testing.assert_allclose(after, atlas.place(np.array([0.0, -2.0, 0.0, 0.0]))[0], atol=1e-6)
 
 
 def test_a_2d_model_shows_the_manifold_grid_and_a_new_model_resets_the_sliders(app_env: Path):
-    at = open_page("pages/decode.py", app_env, "tiny-conv-4")
+    at = open_page("vae_app/views/decode.py", app_env, "tiny-conv-4")
     at.slider(key="decode_z3").set_value(1.0).run()
-    assert not at.get("plotly_chart")  # the grid is opt-in above two dimensions
+    assert chart_by_key(at, "decode_grid_chart") is None  # the grid is opt-in above two dimensions
     at.toggle(key="decode_grid_show").set_value(True).run()
-    assert chart_spec(at)["layout"]["xaxis"]["title"]["text"] == "z0 →"
+    assert chart_by_key(at, "decode_grid_chart")["layout"]["xaxis"]["title"]["text"] == "z0 →"
     select_model(at, app_env / "tiny-mlp-2.pt")
     assert slider_values(at) == [0.0, 0.0]
-    spec = chart_spec(at)
+    # On a 2-D latent the shared map is the latent plane itself: the marker is z.
+    assert marker_point(at).tolist() == [0.0, 0.0]
+    assert chart_by_key(at, "decode_map")["layout"]["xaxis"]["title"]["text"] == "z0"
+    spec = chart_by_key(at, "decode_grid_chart")
     assert spec["data"][0]["type"] == "image" and spec["data"][0]["source"].startswith("data:image/png")
     assert (spec["layout"]["xaxis"]["title"]["text"], spec["layout"]["yaxis"]["title"]["text"]) == (
         "z0 →",

@@ -7,17 +7,21 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import vae_core.runs
 import vae_core.training
-from tests.app_support import app_test, assert_no_exception, select_model
+from tests.app_support import app_test, assert_no_exception, chart_spec, plotly_array, select_model
 from tests.helpers import random_splits, tiny_model
+from vae_app import figures
 from vae_core.bundle import save_trained
 from vae_core.checkpoints import load_checkpoint
 from vae_core.config import TrainConfig
+from vae_core.imaging import label_hex
 
-TRAIN, TIMELINE = "pages/train.py", "pages/timeline.py"
+TRAIN, TIMELINE = "vae_app/views/train.py", "vae_app/views/timeline.py"
 
 
 @pytest.fixture
@@ -102,13 +106,14 @@ def test_train_save_resume_journey(folder: Path) -> None:
     figure = json.loads(charts[0].proto.spec)
     assert len(figure["frames"]) == 1 and figure["frames"][0]["name"] == "1"
     assert len(at.get("download_button")) == 2  # both GIFs
+    assert at.selectbox(key="timeline_source").value == "run:0"  # the finished run, kept for the session
     at.switch_page(TRAIN).run()
     assert_no_exception(at)
 
     snap = run.snapshot()
     assert snap.status == "finished" and len(snap.history) == 1
     assert "Finished" in texts(at.success)
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 2  # the loss curves and the map of the last epoch
     assert [m.label for m in at.metric][:2] == ["Epoch", "Test −ELBO (nats)"]
 
     # A shipped model is never replaced, even with "overwrite" ticked.
@@ -126,6 +131,9 @@ def test_train_save_resume_journey(folder: Path) -> None:
     loaded = load_checkpoint(saved)
     assert loaded.sample is not None and len(loaded.sample.images) == len(run.data.test_x)
     assert loaded.info.epochs == 1 and "test_nll" in loaded.info.metrics
+    # The saved model carries the run's timeline and the atlas of its bundled sample.
+    assert [f.epoch for f in loaded.timeline.frames] == [1]
+    assert loaded.atlas is not None and len(loaded.atlas) == len(loaded.sample.images)
     assert at.session_state["app_model"] == {"kind": "file", "path": str(saved)}
     assert "Saved to" in texts(at.success)
 
@@ -137,9 +145,9 @@ def test_train_save_resume_journey(folder: Path) -> None:
 
     # Resume the saved (now current) model: its history continues, the file is untouched, and the
     # cached model that every session shares is not trained in place.
-    import ui
+    from vae_app import cache
 
-    cached = ui.load_model_file(str(saved), saved.stat().st_mtime).model
+    cached = cache.model_file(str(saved), saved.stat().st_mtime).model
     cached_before = {k: v.clone() for k, v in cached.state_dict().items()}
     start(at, epochs=1, resume=True)
     resumed = finish(at)
@@ -149,6 +157,14 @@ def test_train_save_resume_journey(folder: Path) -> None:
     assert resumed.model is not cached
     assert all(torch.equal(v, cached_before[k]) for k, v in cached.state_dict().items())
     assert any(not torch.equal(v, cached_before[k]) for k, v in resumed.model.state_dict().items())
+    # The resumed run continues the saved timeline, and both runs are kept for the session.
+    assert [f.epoch for f in resumed.timeline().frames] == [1, 2]
+    assert resumed.timeline().frames[0].mu.tobytes() == loaded.timeline.frames[0].mu.tobytes()
+    at.switch_page(TIMELINE).run()
+    assert_no_exception(at)
+    options = at.selectbox(key="timeline_source").options
+    assert sum("This session: run" in o for o in options) == 2, options
+    assert "evil continued" in options[1]
 
 
 def test_stop_keeps_last_complete_epoch(folder: Path) -> None:
@@ -179,7 +195,7 @@ def test_missing_dataset_names_the_offline_choices(folder: Path) -> None:
 def test_capacity_limit_answers_with_a_warning(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     full = threading.BoundedSemaphore(1)
     full.acquire()
-    monkeypatch.setattr(vae_core.training, "_slots", full)
+    monkeypatch.setattr(vae_core.runs, "_slots", full)
     at = app_test(TRAIN)
     start(at)
     assert_no_exception(at)
@@ -197,8 +213,52 @@ def test_bad_settings_give_a_message(folder: Path) -> None:
 
 def test_timeline_without_a_run_explains(folder: Path) -> None:
     at = app_test(TIMELINE)
+    select_model(at, folder / "shipped-one.pt")  # saved without a timeline
     assert_no_exception(at)
+    assert "carries no training timeline" in texts(at.info)
     assert "Start a run on the **Train** page" in texts(at.info)
+    assert not at.get("plotly_chart")
+
+
+def test_timeline_plays_a_saved_models_timeline_without_training(folder: Path) -> None:
+    at = app_test(TIMELINE)
+    select_model(at, folder / "tiny-mlp-2.pt")
+    assert_no_exception(at)
+    loaded = load_checkpoint(folder / "tiny-mlp-2.pt")
+    timeline, names = loaded.timeline, loaded.info.class_names
+    epochs = [str(f.epoch) for f in timeline.frames]
+    assert epochs == ["1", "2"]
+    assert at.selectbox(key="timeline_source").value == "model"
+    figure = chart_spec(at)
+    assert [f["name"] for f in figure["frames"]] == epochs
+    # Each class trace of the last frame holds that class's codes, in the palette of the GIF export.
+    labels, mu = timeline.labels, timeline.frames[-1].mu
+    for trace in figure["data"]:
+        label = next(c for c in range(10) if trace["name"] == figures.class_name(names, c))
+        assert trace["marker"]["color"] == label_hex(label)
+        assert np.allclose(plotly_array(trace["x"]), mu[labels == label, 0])
+    assert len(at.get("download_button")) == 2
+
+
+def test_two_runs_in_one_session_are_both_listed(folder: Path) -> None:
+    at = app_test(TRAIN)
+    start(at, epochs=1, seed=1)
+    first = finish(at)
+    start(at, epochs=2, seed=2)
+    second = finish(at)
+    assert first is not second
+    at.switch_page(TIMELINE).run()
+    assert_no_exception(at)
+    box = at.selectbox(key="timeline_source")
+    assert box.options[:2] == [
+        "This session: run 1: digits · MLP · z = 2 (1 epochs)",
+        "This session: run 2: digits · MLP · z = 2 (2 epochs)",
+    ]
+    assert box.value == "run:1"  # the newest run
+    assert [f["name"] for f in chart_spec(at)["frames"]] == ["1", "2"]
+    box.set_value("run:0").run()
+    assert_no_exception(at)
+    assert [f["name"] for f in chart_spec(at)["frames"]] == ["1"]
 
 
 def test_worker_failure_reaches_the_page(folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""The training-timeline helpers: scatter frames for a GIF, drawn on shared axes with class colours."""
+"""The training timeline: recorded per epoch, saved with a checkpoint, drawn as GIF frames with class colours."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import random_splits, tiny_model
+from vae_core.bundle import save_trained
+from vae_core.checkpoints import load_checkpoint
+from vae_core.config import ModelConfig, TrainConfig
 from vae_core.geometry import timeline_projection
 from vae_core.imaging import PALETTE, gif_bytes, label_colour, scatter_frames
-from vae_core.timeline import TimelineFrame
+from vae_core.timeline import PRIOR_GRID, TimelineFrame, TimelineRecorder
+from vae_core.training import fit
 
 
 def test_scatter_frames_colours_points_by_label_on_shared_axes() -> None:
@@ -48,8 +53,9 @@ def test_scatter_frames_titles_legend_and_gif() -> None:
     assert np.asarray(title_box).min() < 100  # dark title text
     gif = Image.open(io.BytesIO(gif_bytes(frames)))
     assert gif.n_frames == 3
-    # The palette repeats after ten classes.
-    assert label_colour(10) == label_colour(0) == PALETTE[0]
+    # The palette repeats after its last colour.
+    assert label_colour(len(PALETTE)) == label_colour(0) == PALETTE[0]
+    assert label_colour(10) != label_colour(0)
 
 
 def test_scatter_frames_draws_single_point_and_constant_frames() -> None:
@@ -87,3 +93,44 @@ def test_timeline_projection_feeds_scatter_frames() -> None:
     frames = scatter_frames(coords, rng.integers(0, 10, 40), titles=[f"epoch {f.epoch}" for f in timeline])
     assert [c.shape for c in coords] == [(40, 2), (40, 2)]
     assert len(frames) == 2
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig(arch="mlp", latent_dim=2, hidden=(16,)),
+        ModelConfig(arch="conv", latent_dim=3, channels=(4, 8)),
+    ],
+    ids=lambda c: c.arch,
+)
+def test_a_recorded_timeline_survives_save_and_load(tmp_path, config: ModelConfig) -> None:
+    data = random_splits(n_train=64, n_test=40)
+    model = tiny_model(config)
+    recorder = TimelineRecorder(data.test_x, data.test_y, latent_dim=config.latent_dim, points=30)
+    train = TrainConfig(dataset="random", epochs=3, batch_size=32, device="cpu")
+    history = fit(model, data, train, on_epoch=recorder).history
+    timeline = recorder.timeline()
+    path = save_trained(
+        tmp_path / "run.pt",
+        model=model,
+        data=data,
+        train_config=train,
+        history=history,
+        timeline=timeline,
+        sample_size=20,
+    )
+    loaded = load_checkpoint(path).timeline
+    assert [f.epoch for f in loaded.frames] == [f.epoch for f in timeline.frames] == [1, 2, 3]
+    assert np.array_equal(loaded.labels, timeline.labels) and loaded.labels.dtype == np.int64
+    for got, want in zip(loaded.frames, timeline.frames, strict=True):
+        assert got.mu.shape == (30, config.latent_dim) and np.array_equal(got.mu, want.mu)
+        assert got.samples.shape == (PRIOR_GRID, *config.image_shape) and np.array_equal(
+            got.samples, want.samples
+        )
+    # The frames differ from epoch to epoch, so the equalities above test the stored frames, not a copy of one.
+    assert not np.array_equal(loaded.frames[0].mu, loaded.frames[-1].mu)
+    # A model saved without a timeline loads with none.
+    bare = save_trained(
+        tmp_path / "bare.pt", model=model, data=data, train_config=train, history=history, sample_size=0
+    )
+    assert load_checkpoint(bare).timeline is None

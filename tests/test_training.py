@@ -184,3 +184,26 @@ def test_an_abandoned_run_stops_itself_and_frees_its_slot(monkeypatch):
     snap = _wait(run)
     assert snap.status == "stopped" and "abandoned" in snap.message
     assert run.join(5)
+
+
+def test_a_resumed_run_continues_the_history_and_the_timeline():
+    data = random_splits()
+    first = TrainingRun(TINY, TrainConfig(epochs=2, **CPU), data=data).start()
+    assert _wait(first).status == "finished"
+    earlier = first.timeline()
+    assert [f.epoch for f in earlier.frames] == [1, 2]
+    resumed = TrainingRun(
+        TINY,
+        TrainConfig(epochs=1, **CPU),
+        data=data,
+        init_state=first.model.state_dict(),
+        history=first.snapshot().history,
+        timeline=earlier,
+    ).start()
+    snap = _wait(resumed)
+    assert snap.status == "finished", snap.error
+    timeline = resumed.timeline()
+    assert [f.epoch for f in timeline.frames] == [1, 2, 3] == [int(r["epoch"]) for r in snap.history]
+    assert all(a.mu is b.mu for a, b in zip(timeline.frames[:2], earlier.frames, strict=True))
+    assert [f.epoch for f in snap.timeline] == [1, 2, 3]
+    assert timeline.labels.tolist() == earlier.labels.tolist()  # the same test images, followed further

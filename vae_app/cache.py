@@ -9,19 +9,29 @@ numbers and one model's codes are never served for another model's images.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import streamlit as st
 import torch
+from PIL import Image, ImageDraw
 
 from vae_core.atlas import Atlas, images_key
 from vae_core.checkpoints import LoadedCheckpoint, list_checkpoints, load_checkpoint
 from vae_core.datasets import DatasetUnavailable, load_dataset
+from vae_core.export import export_zip, latents_csv, projector_payload, traversal_gif, traversal_sheet
+from vae_core.geometry import dims_by_kl, timeline_projection, traversal_ranges
+from vae_core.imaging import gif_bytes, image_grid, png_bytes, scatter_frames
+from vae_core.inference import manifold_grid, traversal
+from vae_core.metrics import decode_seconds, kl_per_dimension_of
+from vae_core.model import VAE
 from vae_core.preprocess import PreparedImage, prepare_image
+from vae_core.timeline import Timeline
 
 ATLAS_STORE_SIZE = 16
 
@@ -120,3 +130,105 @@ class AtlasStore:
 def atlas_store() -> AtlasStore:
     """Return the server's one atlas store."""
     return AtlasStore()
+
+
+@st.cache_data(show_spinner="Timing the decoder …", max_entries=8)
+def decode_rate(model_key: str, data_key: str, _loaded: LoadedCheckpoint, _images: torch.Tensor) -> float:
+    """Return the model's seconds per decoded sample, timed once on the first images of ``data_key``."""
+    return decode_seconds(_loaded.model, _images[:16])
+
+
+@st.cache_data(show_spinner="Decoding the traversal …", max_entries=32)
+def traversal_files(
+    model_key: str,
+    data_key: str,
+    _loaded: LoadedCheckpoint,
+    _atlas: Atlas,
+    *,
+    index: int,
+    rows: int,
+    steps: int,
+    width: float,
+    scale: int,
+) -> tuple[bytes, bytes]:
+    """Return (PNG sheet, GIF) of the ``rows`` highest-KL dimensions swept around atlas image ``index``.
+
+    KL per dimension and the ranges (``width`` standard deviations of each dimension's mu) come
+    from the atlas of (``model_key``, ``data_key``).
+    """
+    mu = _atlas.mu
+    kl = kl_per_dimension_of(mu, _atlas.logvar)
+    dims = dims_by_kl(kl, top=rows)
+    values = traversal_ranges(mu, mu[index], steps=steps, width=width)[dims]
+    images = traversal(_loaded.model, mu[index], dims=dims, values=values)
+    offsets = np.linspace(-width, width, steps)
+    columns = ["μ" if abs(o) < 1e-9 else f"{o:+.2g}σ".replace("-", "−") for o in offsets]
+    sheet = traversal_sheet(
+        images, row_labels=[f"z{i} · KL {kl[i]:.2f} nats" for i in dims], column_labels=columns, scale=scale
+    )
+    return png_bytes(sheet), traversal_gif(images, labels=[f"z{i}" for i in dims], scale=max(1, scale - 1))
+
+
+@st.cache_data(show_spinner="Preparing the files …", max_entries=8)
+def export_files(
+    model_key: str,
+    data_key: str,
+    n: int,
+    _atlas: Atlas,
+    _images: torch.Tensor,
+    class_names: tuple[str, ...],
+    tensor_name: str,
+) -> tuple[dict[str, bytes], bytes, str]:
+    """Return (projector files, their zip, CSV) of the first ``n`` images of the atlas of (model, data).
+
+    The vectors are the atlas's codes mu; the CSV adds each image's -ELBO and its position on the map.
+    """
+    mu, labels = _atlas.mu[:n], _atlas.labels[:n]
+    common = dict(
+        latents=mu, labels=labels, images=_images[:n], class_names=class_names, tensor_name=tensor_name
+    )
+    columns = {"neg_elbo": _atlas.elbo[:n], "map_x": _atlas.coords[:n, 0], "map_y": _atlas.coords[:n, 1]}
+    return projector_payload(**common), export_zip(**common), latents_csv(mu, labels, extra_columns=columns)
+
+
+def timeline_key(timeline: Timeline) -> str:
+    """Return a digest of a timeline's epochs, codes and labels: its identity, whoever recorded it."""
+    digest = hashlib.sha256(np.ascontiguousarray(timeline.labels, dtype=np.int64).tobytes())
+    for frame in timeline.frames:
+        digest.update(np.int64(frame.epoch).tobytes())
+        digest.update(np.ascontiguousarray(frame.mu, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:24]
+
+
+@st.cache_data(show_spinner="Drawing the animations …", max_entries=8)
+def timeline_gifs(key: str, _timeline: Timeline, class_names: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """Return (latent map GIF, prior samples GIF) of the timeline whose ``timeline_key`` is ``key``.
+
+    The map uses ``geometry.timeline_projection`` and the class palette, like the page's animation.
+    """
+    frames = _timeline.frames
+    titles = [f"epoch {f.epoch}" for f in frames]
+    coords = timeline_projection(frames)
+    scatter = scatter_frames(coords, _timeline.labels, titles=titles, class_names=class_names)
+    prior = [image_grid(f.samples, ncols=4, scale=3) for f in frames]
+    return gif_bytes(scatter, duration_ms=400), gif_bytes(prior, duration_ms=400)
+
+
+@st.cache_data(show_spinner=False)
+def example_drawing() -> bytes:
+    """Return a PNG of a thick black 7 on white paper, as someone might draw one."""
+    img = Image.new("RGB", (240, 240), "white")
+    ImageDraw.Draw(img).line([(60, 55), (180, 55), (105, 200)], fill=(20, 20, 30), width=20, joint="curve")
+    return png_bytes(img)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def manifold_picture(
+    model_key: str, _model: VAE, *, n: int, dims: tuple[int, int], base: tuple[float, ...]
+) -> tuple[bytes, np.ndarray]:
+    """Return the decoded n x n manifold grid over ``dims`` as one PNG, and its z values (n,) along each axis.
+
+    ``base`` holds the other dimensions' values; the model is named by ``model_key``.
+    """
+    grid = manifold_grid(_model, n=n, dims=dims, base=np.array(base))
+    return png_bytes(image_grid(grid.images, ncols=n, pad=0)), grid.values

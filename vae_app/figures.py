@@ -10,8 +10,10 @@ from typing import NamedTuple
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from vae_core.atlas import Atlas
+from vae_core.geometry import grid_position
 from vae_core.imaging import label_hex
 
 MARKER_SIZE = 5
@@ -55,8 +57,9 @@ def latent_map(
 ) -> go.Figure:
     """Draw the atlas's map: one trace per class (or one coloured by -ELBO), then ``markers`` on top.
 
-    Every atlas point carries its index into the atlas in ``customdata``, so a selection maps
-    back to images whatever trace it came from.
+    Every atlas point carries its index into the atlas in ``customdata`` (a plain number:
+    Streamlit drops a selection whose points carry arrays), so a selection maps back to images
+    whatever trace it came from; in class colouring its -ELBO rides along in ``text``.
     """
     coords, labels, elbo = atlas.coords, atlas.labels, atlas.elbo
     trace = go.Scattergl if len(coords) > SCATTERGL_ABOVE else go.Scatter
@@ -71,9 +74,10 @@ def latent_map(
                     y=coords[idx, 1],
                     mode="markers",
                     name=name,
-                    customdata=np.column_stack([idx, elbo[idx]]),
+                    customdata=idx,
+                    text=[f"{v:.1f}" for v in elbo[idx]],
                     marker={"size": MARKER_SIZE, "opacity": opacity, "color": class_colour(int(label))},
-                    hovertemplate=f"{name}<br>#%{{customdata[0]}}<br>−ELBO %{{customdata[1]:.1f}} nats<extra></extra>",
+                    hovertemplate=f"{name}<br>#%{{customdata}}<br>−ELBO %{{text}} nats<extra></extra>",
                 )
             )
     else:
@@ -84,7 +88,7 @@ def latent_map(
                 y=coords[:, 1],
                 mode="markers",
                 name="images",
-                customdata=np.column_stack([np.arange(len(coords)), elbo]),
+                customdata=np.arange(len(coords)),
                 text=names,
                 marker={
                     "size": MARKER_SIZE,
@@ -93,11 +97,12 @@ def latent_map(
                     "colorscale": "Viridis",
                     "colorbar": {"title": {"text": "−ELBO (nats)"}},
                 },
-                hovertemplate="%{text}<br>#%{customdata[0]}<br>−ELBO %{customdata[1]:.1f} nats<extra></extra>",
+                hovertemplate="%{text}<br>#%{customdata}<br>−ELBO %{marker.color:.1f} nats<extra></extra>",
             )
         )
     for marker in markers:
-        fig.add_trace(_marker_trace(marker))
+        # WebGL points are drawn above every SVG trace: markers on a WebGL map must be WebGL too to show.
+        fig.add_trace(_marker_trace(marker, trace=trace))
     x_title, y_title = atlas.axis_titles
     fig.update_layout(
         height=height,
@@ -116,9 +121,9 @@ def latent_map(
     return fig
 
 
-def _marker_trace(marker: Marker) -> go.Scatter:
+def _marker_trace(marker: Marker, *, trace: type = go.Scatter) -> go.Scatter | go.Scattergl:
     coords = np.atleast_2d(np.asarray(marker.coords, dtype=np.float64))
-    return go.Scatter(
+    return trace(
         x=coords[:, 0],
         y=coords[:, 1],
         mode="lines+markers" if marker.line else "markers",
@@ -185,5 +190,349 @@ def elbo_histogram(reference: np.ndarray, *, value: float | None = None, height:
         bargap=0.05,
         xaxis_title="−ELBO (nats; lower = better explained)",
         yaxis_title="images",
+    )
+    return fig
+
+
+# Latent health: active dimensions blue, inactive grey, the prior red (not class colours).
+ACTIVE_COLOUR, INACTIVE_COLOUR, PRIOR_COLOUR = "#4C78A8", "#BAB0AC", "#E45756"
+
+
+def _dim_colours(is_active: np.ndarray, dims: Sequence[int]) -> list[str]:
+    return [ACTIVE_COLOUR if is_active[i] else INACTIVE_COLOUR for i in dims]
+
+
+def kl_bars(kl: np.ndarray, *, dims: Sequence[int], is_active: np.ndarray, height: int = 340) -> go.Figure:
+    """Draw the KL of each latent dimension in ``dims`` order, active dimensions blue, inactive grey."""
+    fig = go.Figure(
+        go.Bar(
+            x=[f"z{i}" for i in dims],
+            y=np.asarray(kl)[list(dims)],
+            marker_color=_dim_colours(is_active, dims),
+            hovertemplate="%{x}: %{y:.3f} nats<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=height,
+        margin={"l": 50, "r": 10, "t": 10, "b": 40},
+        xaxis={"title": "latent dimension", "type": "category"},
+        yaxis_title="KL (nats, mean over images)",
+    )
+    return fig
+
+
+def active_unit_bars(
+    variances: np.ndarray, *, threshold: float, dims: Sequence[int], is_active: np.ndarray, height: int = 340
+) -> go.Figure:
+    """Draw the variance of each dimension's mu over the images on a log axis, with the threshold dashed."""
+    floor = np.maximum(np.asarray(variances)[list(dims)], 1e-6)  # a log axis cannot show exact zeros
+    fig = go.Figure(
+        go.Bar(
+            x=[f"z{i}" for i in dims],
+            y=floor,
+            marker_color=_dim_colours(is_active, dims),
+            hovertemplate="%{x}: variance %{y:.2e}<extra></extra>",
+        )
+    )
+    fig.add_hline(
+        y=threshold,
+        line_dash="dash",
+        line_color=PRIOR_COLOUR,
+        annotation_text=f"threshold {threshold:g}",
+        annotation_position="top left",
+    )
+    fig.update_layout(
+        height=height,
+        margin={"l": 50, "r": 10, "t": 10, "b": 40},
+        xaxis={"title": "latent dimension", "type": "category"},
+        yaxis={
+            "title": "variance of μ over the images",
+            "type": "log",
+            "dtick": 1,
+            "exponentformat": "power",
+        },
+    )
+    return fig
+
+
+def mu_histogram_grid(hists: Sequence, *, kl: np.ndarray, is_active: np.ndarray, ncols: int = 4) -> go.Figure:
+    """Draw one panel per ``geometry.MuHistogram``: the density of mu as bars, the prior N(0, 1) as a red curve."""
+    from plotly.subplots import make_subplots
+
+    ncols = max(1, min(ncols, len(hists)))
+    nrows = -(-len(hists) // ncols)
+    fig = make_subplots(
+        rows=nrows,
+        cols=ncols,
+        subplot_titles=[f"z{h.dim} · KL {kl[h.dim]:.2f} · μ std {h.std:.2f}" for h in hists],
+        horizontal_spacing=0.05,
+        vertical_spacing=0.12 if nrows > 1 else 0.2,
+    )
+    for i, h in enumerate(hists):
+        row, col = divmod(i, ncols)
+        bars = go.Bar(
+            x=(h.edges[:-1] + h.edges[1:]) / 2,
+            y=h.density,
+            width=np.diff(h.edges),
+            marker_color=ACTIVE_COLOUR if is_active[h.dim] else INACTIVE_COLOUR,
+            name="codes μ of the test images",
+            showlegend=i == 0,
+            hovertemplate="μ ≈ %{x:.2f}: density %{y:.2f}<extra></extra>",
+        )
+        prior = go.Scatter(
+            x=h.prior_z,
+            y=h.prior_pdf,
+            mode="lines",
+            line={"color": PRIOR_COLOUR, "width": 2},
+            name="prior N(0, 1)",
+            showlegend=i == 0,
+            hoverinfo="skip",
+        )
+        fig.add_trace(bars, row=row + 1, col=col + 1)
+        fig.add_trace(prior, row=row + 1, col=col + 1)
+        # A spike would squash the prior curve flat; cap the axis so both stay readable.
+        fig.update_yaxes(
+            range=[0, max(0.6, min(float(h.density.max()), 2.0)) * 1.05], row=row + 1, col=col + 1
+        )
+    fig.update_layout(
+        height=230 * nrows + 80,
+        margin={"l": 40, "r": 10, "t": 80, "b": 30},
+        bargap=0,
+        legend={"orientation": "h", "yref": "container", "y": 1.0, "yanchor": "top", "x": 0.0},
+    )
+    fig.update_annotations(font_size=12)
+    return fig
+
+
+def nll_reference_bars(
+    mine: Sequence[tuple[str, float]], references: Sequence[tuple[str, float]]
+) -> go.Figure:
+    """Draw this model's -ELBO (blue) and NLL (orange) beside published figures (grey), in nats."""
+    colours = ["#4C78A8", "#F58518"][: len(mine)] + ["#BAB0AC"] * len(references)
+    bars = [(label, float(value), c) for (label, value), c in zip([*mine, *references], colours)][::-1]
+    fig = go.Figure(
+        go.Bar(
+            y=[b[0] for b in bars],
+            x=[b[1] for b in bars],
+            orientation="h",
+            marker_color=[b[2] for b in bars],
+            text=[f"{b[1]:.2f}" for b in bars],
+            textposition="outside",
+            hovertemplate="%{y}: %{x:.2f} nats<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=60 * len(bars) + 80,
+        margin={"l": 10, "r": 40, "t": 10, "b": 40},
+        xaxis={"title": "nats per image (lower is better)", "range": [0, max(b[1] for b in bars) * 1.15]},
+    )
+    return fig
+
+
+def typicality_histogram(
+    elbo: np.ndarray, *, typical_edge: float, unusual_edge: float, shown: int
+) -> go.Figure:
+    """Draw every image's -ELBO with dashed lines where the ``shown`` most and least typical images begin."""
+    fig = go.Figure(
+        go.Histogram(x=elbo, nbinsx=60, marker_color="#4C78A8", hovertemplate="%{y} images<extra></extra>")
+    )
+    for edge, colour, text, side in (
+        (typical_edge, "#54A24B", f"← {shown} most typical", "top left"),
+        (unusual_edge, "#E45756", f"{shown} least typical →", "top right"),
+    ):
+        fig.add_vline(
+            x=float(edge), line_dash="dash", line_color=colour, annotation_text=text, annotation_position=side
+        )
+    fig.update_layout(
+        height=300,
+        margin={"l": 50, "r": 10, "t": 30, "b": 40},
+        xaxis_title="−ELBO of one image (nats)",
+        yaxis_title="images",
+        bargap=0.05,
+    )
+    return fig
+
+
+TRAIN_COLOUR, TEST_COLOUR = "#4f46e5", "#f97316"
+LOSS_PANELS = (("total", "−ELBO (total)"), ("recon", "Reconstruction"), ("kl", "KL divergence"))
+
+
+def loss_curves(history: Sequence[dict[str, float]], *, height: int = 320) -> go.Figure:
+    """Draw the training history as three panels (total, reconstruction, KL) against epoch.
+
+    Solid lines are the training images, dashed lines the held-out test images, in nats per image.
+    """
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in LOSS_PANELS], horizontal_spacing=0.07)
+    epochs = [int(r["epoch"]) for r in history]
+    for col, (key, _) in enumerate(LOSS_PANELS, start=1):
+        for split, prefix, colour, dash in (
+            ("train", "train", TRAIN_COLOUR, "solid"),
+            ("test", "val", TEST_COLOUR, "dash"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=epochs,
+                    y=[r[f"{prefix}_{key}"] for r in history],
+                    mode="lines+markers",
+                    name=split,
+                    line={"color": colour, "dash": dash},
+                    legendgroup=split,
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text="epoch", row=1, col=col, dtick=max(1, -(-len(epochs) // 5)))
+    fig.update_yaxes(title_text="nats per image", row=1, col=1)
+    fig.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.25}
+    )
+    return fig
+
+
+def timeline_axis_titles(latent_dim: int) -> tuple[str, str]:
+    """Return the axis titles of ``geometry.timeline_projection``'s map for a latent of ``latent_dim``."""
+    return ("z0", "z1") if latent_dim <= 2 else ("PC 1", "PC 2")
+
+
+def _class_traces(coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> list[go.Scatter]:
+    return [
+        go.Scatter(
+            x=coords[labels == c, 0],
+            y=coords[labels == c, 1],
+            mode="markers",
+            name=class_name(class_names, int(c)),
+            marker={"color": class_colour(int(c)), "size": 6, "opacity": 0.8},
+            hovertemplate=f"{class_name(class_names, int(c))}<extra></extra>",
+        )
+        for c in np.unique(labels)
+    ]
+
+
+def timeline_map(
+    coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *, latent_dim: int, height: int = 360
+) -> go.Figure:
+    """Draw one timeline frame: each dot a test image's mu (projected, (P, 2)), coloured by class."""
+    x_title, y_title = timeline_axis_titles(latent_dim)
+    fig = go.Figure(_class_traces(coords, labels, class_names))
+    fig.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        legend={"title": {"text": "class"}, "itemsizing": "constant"},
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+    )
+    return fig
+
+
+def timeline_animation(
+    epochs: Sequence[int],
+    coords: Sequence[np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    latent_dim: int,
+    height: int = 520,
+) -> go.Figure:
+    """Animate the timeline's map: one frame per epoch on fixed axes, with a slider and a play button.
+
+    Args:
+        epochs: the epoch of each frame.
+        coords: one (P, 2) array per frame (``geometry.timeline_projection``).
+        labels: int (P,) class of each point, coloured like the GIF export (``imaging.scatter_frames``).
+    """
+    frames = [
+        go.Frame(data=_class_traces(xy, labels, class_names), name=str(e)) for e, xy in zip(epochs, coords)
+    ]
+    fig = go.Figure(data=_class_traces(coords[-1], labels, class_names), frames=frames)
+    stacked = np.concatenate(coords)
+    lo, hi = stacked.min(axis=0), stacked.max(axis=0)
+    margin = np.maximum(hi - lo, 1e-3) * 0.05
+    x_title, y_title = timeline_axis_titles(latent_dim)
+    fig.update_xaxes(range=[lo[0] - margin[0], hi[0] + margin[0]], title_text=x_title, zeroline=False)
+    fig.update_yaxes(range=[lo[1] - margin[1], hi[1] + margin[1]], title_text=y_title, zeroline=False)
+    still = {"frame": {"duration": 0, "redraw": False}, "mode": "immediate", "transition": {"duration": 0}}
+    play = {
+        "frame": {"duration": 500, "redraw": False},
+        "fromcurrent": False,
+        "transition": {"duration": 300},
+    }
+    fig.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"title": {"text": "class"}, "itemsizing": "constant"},
+        sliders=[
+            {
+                "active": len(epochs) - 1,
+                "currentvalue": {"prefix": "epoch "},
+                "pad": {"t": 50},
+                "steps": [{"label": str(e), "method": "animate", "args": [[str(e)], still]} for e in epochs],
+            }
+        ],
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "left",
+                "x": 0,
+                "y": 1.02,
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "showactive": False,
+                "buttons": [
+                    {"label": "▶ Play", "method": "animate", "args": [None, play]},
+                    {"label": "❚❚ Pause", "method": "animate", "args": [[None], still]},
+                ],
+            }
+        ],
+    )
+    return fig
+
+
+def manifold_figure(
+    source: str, values: np.ndarray, *, dims: tuple[int, int], z: np.ndarray, cell: float, height: int = 520
+) -> go.Figure:
+    """Draw a decoded manifold grid (an image URL) with z-value ticks and a red ring at the current ``z``.
+
+    ``values`` (n,) are the grid's z values along each axis, increasing; ``cell`` is the picture's
+    pixel size in grid cells (1 / image width), so one grid cell spans one unit of the axes.
+    """
+    n = len(values)
+    ticks = (np.arange(n) + 0.5)[::2]
+    fig = go.Figure(go.Image(source=source, x0=cell / 2, y0=cell / 2, dx=cell, dy=cell, hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=[grid_position(values, z[dims[0]])],
+            y=[n - grid_position(values, z[dims[1]])],
+            mode="markers",
+            marker={"symbol": "circle-open", "size": 22, "color": "#e11d48", "line": {"width": 3}},
+            hovertemplate=f"current z: z{dims[0]} = {z[dims[0]]:.2f}, z{dims[1]} = {z[dims[1]]:.2f}<extra></extra>",
+        )
+    )
+    axis = {"tickvals": ticks, "showgrid": False, "zeroline": False}
+    fig.update_xaxes(title=f"z{dims[0]} →", ticktext=[f"{v:.1f}" for v in values[::2]], range=[0, n], **axis)
+    fig.update_yaxes(
+        title=f"z{dims[1]} ↑",
+        ticktext=[f"{v:.1f}" for v in values[::-1][::2]],
+        range=[n, 0],
+        scaleanchor="x",
+        **axis,
+    )
+    fig.update_layout(height=height, margin={"l": 60, "r": 10, "t": 10, "b": 50}, showlegend=False)
+    return fig
+
+
+def path_log_prior(
+    t: np.ndarray, shown: np.ndarray, other: np.ndarray, *, names: tuple[str, str], height: int = 320
+) -> go.Figure:
+    """Draw log p(z) along an interpolation path (``shown``, solid) beside the other method's (dashed)."""
+    fig = go.Figure()
+    fig.add_scatter(x=t, y=shown, mode="lines+markers", name=f"{names[0]} (shown)", line={"color": "#4f46e5"})
+    fig.add_scatter(x=t, y=other, mode="lines", line={"dash": "dash", "color": "#94a3b8"}, name=names[1])
+    fig.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": 1.12},
+        xaxis_title="t (0 = A's code, 1 = B's code)",
+        yaxis_title="log p(z) under the prior (nats)",
     )
     return fig

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import streamlit as st
+import torch
+from PIL import Image
 
-from vae_app import state
+from vae_app import cache, figures, state
+from vae_core.atlas import Atlas
 from vae_core.checkpoints import CheckpointError, LoadedCheckpoint
 from vae_core.datasets import DatasetUnavailable
-from vae_core.imaging import image_grid
-from vae_core.metrics import ELBO_ESTIMATOR
-from vae_core.preprocess import ImageError
+from vae_core.imaging import image_grid, png_bytes, to_pil, upscale
+from vae_core.metrics import ELBO_ESTIMATOR, LITERATURE_NLL, Verdict
+from vae_core.model import VAE
+from vae_core.preprocess import IMAGE_SUFFIXES, MAX_UPLOAD_BYTES, ImageError, PreparedImage
 
 ELBO_HELP = (
     f"−ELBO per image, the same estimate on every page: {ELBO_ESTIMATOR}. Lower means better explained."
@@ -117,3 +124,250 @@ def model_picker() -> None:
             st.rerun()
         except CheckpointError as exc:
             st.sidebar.error(f"`{upload.name}` was not loaded: {exc}")
+
+
+PREVIEW_PX = 224
+NBSP = "\u00a0"
+MAP_WORDS = {
+    "latent": "the two latent dimensions themselves",
+    "t-SNE": "t-SNE, which keeps each image's nearest neighbours together",
+    "PCA": "their first two principal components",
+}
+
+
+def enlarge(img: Image.Image, *, px: int = PREVIEW_PX) -> Image.Image:
+    """Upscale a small preview crisply so it is about ``px`` wide."""
+    return upscale(img, scale=max(1, math.ceil(px / max(img.size))))
+
+
+def ordinal(value: float) -> str:
+    """Return ``value`` rounded, as an English ordinal: 1st, 2nd, 3rd, 11th, 42nd."""
+    n = round(value)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def data_url(png: bytes) -> str:
+    """Return PNG bytes as an inline ``data:`` URL."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def decoded_picture(x_hat: torch.Tensor, *, px: int, key: str, file_name: str) -> None:
+    """Draw one decoded image (C, H, W) about ``px`` wide, inline, with a PNG download (key ``{key}_png``).
+
+    The image is sent inside the page's message as a data URL, so it shows as soon as that arrives,
+    with no second request to a server that is still busy.
+    """
+    picture = upscale(to_pil(x_hat), scale=max(1, round(px / x_hat.shape[-1])))
+    png = png_bytes(picture)
+    with st.container(key=key):
+        st.markdown(
+            f'<img src="{data_url(png)}" width="{picture.width}" height="{picture.height}" '
+            'alt="The decoded image" style="image-rendering: pixelated; border-radius: 0.5rem">',
+            unsafe_allow_html=True,
+        )
+        st.caption("The decoder's image for this z")
+    st.download_button(
+        "Download PNG",
+        png,
+        file_name=file_name,
+        mime="image/png",
+        key=f"{key}_png",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+
+
+def neighbour_grid(
+    images, labels, class_names: Sequence[str], found: Sequence[tuple[int, float]], *, ncols: int = 4
+) -> None:
+    """Draw images (uint8 (N, C, H, W)) ``found`` as (index, distance), captioned "#i · class, d = 1.23"."""
+    for row in range(0, len(found), ncols):
+        for col, (i, d) in zip(st.columns(ncols), found[row : row + ncols]):
+            # No-break spaces: a narrow caption wraps only before "d = ...".
+            cls = figures.class_name(class_names, int(labels[i])).replace(" ", NBSP)
+            caption = f"#{i}{NBSP}·{NBSP}{cls}, d{NBSP}={NBSP}{d:.2f}"
+            col.image(upscale(to_pil(images[i]), scale=4), caption=caption, width="stretch")
+
+
+def map_caption(atlas: Atlas, source: str) -> str:
+    """Say what the shared map shows: the codes of ``source`` and how the atlas laid them out."""
+    how = MAP_WORDS.get(atlas.layout, atlas.layout)
+    return f"The codes μ of the {source} on the model's map, drawn by {how}: the same map as the Latent map page."
+
+
+def nll_references(loaded: LoadedCheckpoint, mine: list[tuple[str, float]], *, source: str, key: str) -> None:
+    """Draw this model's -ELBO and NLL (``mine``: (label, nats)) beside Burda et al. 2015, for MNIST only."""
+    info = loaded.info
+    if info.dataset.lower() != "mnist":
+        st.caption(
+            f"Published reference figures exist for MNIST; this model was trained on {info.dataset}, so there is "
+            "nothing to compare it with here."
+        )
+        return
+    fig = figures.nll_reference_bars(mine, [(ref.label, ref.nats) for ref in LITERATURE_NLL])
+    st.plotly_chart(fig, width="stretch", key=key)
+    train_images = info.extra.get("train_images")
+    subset = f"a {train_images:,}-image subset of" if isinstance(train_images, int) else "a subset of"
+    binarized = info.train_config is not None and info.train_config.binarize
+    st.caption(
+        "Grey bars: Burda, Grosse & Salakhutdinov (2015), table 1, one stochastic layer, "
+        f"{LITERATURE_NLL[0].setting}. The setting differs from this model's: it trained on {subset} MNIST "
+        + ("with binarized targets" if binarized else "with grey-level (not binarized) targets")
+        + f", and is evaluated on {source}, so the numbers are not directly comparable."
+    )
+
+
+def example_picker(data: state.EvalData, atlas: Atlas, *, key: str, on_pick: Callable[[int], None]) -> None:
+    """Pick an atlas image by class and number, shown as a thumbnail; the button calls ``on_pick(index)``.
+
+    Widget keys: ``{key}_class``, ``{key}_index`` and ``{key}_go``.
+    """
+    left, mid, right = st.columns([2, 2, 1], vertical_alignment="bottom")
+    chosen = left.selectbox(
+        "Class",
+        [-1, *np.unique(atlas.labels).tolist()],
+        key=f"{key}_class",
+        format_func=lambda c: "any class" if c < 0 else figures.class_name(data.class_names, c),
+        on_change=lambda: st.session_state.update({f"{key}_index": 0}),
+    )
+    pool = np.arange(len(atlas)) if chosen < 0 else np.flatnonzero(atlas.labels == chosen)
+    pick = mid.number_input(
+        f"Example number (0 – {len(pool) - 1})",
+        min_value=0,
+        max_value=len(pool) - 1,
+        step=1,
+        key=f"{key}_index",
+    )
+    index = int(pool[min(int(pick), len(pool) - 1)])
+    with right:
+        show_images(data.images[index : index + 1], ncols=1, scale=2)
+    mid.button(
+        "Start from this example",
+        icon=":material/login:",
+        key=f"{key}_go",
+        on_click=on_pick,
+        args=(index,),
+        type="primary",
+    )
+    st.caption(f"Sets the sliders to the encoder's mean code μ of image #{index} ({data.source}).")
+
+
+def manifold_panel(
+    model_key: str, model: VAE, z: np.ndarray, *, dims: tuple[int, int], n: int = 15, key: str
+) -> None:
+    """Draw the decoded n x n grid over ``dims`` (the other dimensions at ``z``'s values) with a ring at ``z``."""
+    base = np.array(z, dtype=float)
+    base[list(dims)] = 0.0  # the grid overwrites these two, so they must not split the cache
+    with guard("decode the manifold grid"):
+        png, values = cache.manifold_picture(model_key, model, n=n, dims=dims, base=tuple(map(float, base)))
+        cell = 1 / model.config.image_shape[2]  # one grid cell is one image, W pixels wide
+        fig = figures.manifold_figure(data_url(png), values, dims=dims, z=z, cell=cell)
+        st.plotly_chart(fig, config={"displayModeBar": False}, key=key)
+        st.caption(
+            f"The classic picture of a 2-D latent space (Kingma & Welling 2014, fig. 4): {n} × {n} images "
+            f"decoded on a grid of z{dims[0]} (left to right) and z{dims[1]} (bottom to top) at the prior's "
+            "5% to 95% quantiles. The red ring marks the current z."
+        )
+
+
+def sync_sliders(z: np.ndarray, dims: Sequence[int], *, span: float, prefix: str) -> np.ndarray:
+    """Return ``z`` with dimensions ``dims`` read from the sliders ``{prefix}{i}``, clipped to +-``span``.
+
+    Slider values are in session state before the sliders are drawn, so a page can decode first and
+    send the image ahead of the sliders. A value is written back only when it is new or was clipped:
+    writing it every run would undo fast moves.
+    """
+    z = np.array(z, dtype=float)
+    for i in dims:
+        k = f"{prefix}{i}"
+        value = st.session_state.get(k, z[i])
+        z[i] = float(np.clip(value, -span, span))
+        if k not in st.session_state or z[i] != value:
+            st.session_state[k] = z[i]
+    return z
+
+
+def slider_grid(dims: Sequence[int], *, span: float, step: float, prefix: str) -> None:
+    """Draw one slider ``{prefix}{i}`` per latent dimension in ``dims``, in up to four columns."""
+    ncols = 1 if len(dims) <= 4 else 2 if len(dims) <= 8 else 3 if len(dims) <= 12 else 4
+    per = math.ceil(len(dims) / ncols)
+    cols = st.columns(ncols)
+    for j, i in enumerate(dims):
+        cols[j // per].slider(
+            f"z{i}", min_value=-span, max_value=span, step=step, key=f"{prefix}{i}", format="%.2f"
+        )
+
+
+def endpoint_picker(
+    key: str,
+    data: state.EvalData,
+    atlas: Atlas,
+    *,
+    default_class: int,
+    image_shape: tuple[int, int, int],
+    style: str,
+) -> tuple[torch.Tensor | None, int | None]:
+    """Pick one image: a test image of the atlas (by class and number) or an upload (prepared in ``style``).
+
+    Widget keys: ``{key}_source``, ``{key}_upload``, ``{key}_class`` and ``{key}_index``.
+
+    Returns:
+        (the image (1, C, H, W), uint8 or float in [0, 1], or None while there is none; its atlas row,
+        or None for an upload).
+    """
+    source = st.radio(
+        "Source", ["test image", "upload"], key=f"{key}_source", horizontal=True, label_visibility="collapsed"
+    )
+    if source == "upload":
+        upload = st.file_uploader(
+            "An image (PNG, JPEG, WebP, BMP or the first frame of a GIF)",
+            type=[suffix.lstrip(".") for suffix in IMAGE_SUFFIXES],
+            key=f"{key}_upload",
+            max_upload_size=MAX_UPLOAD_BYTES // (1024 * 1024),  # MiB, as Streamlit counts
+        )
+        if upload is None:
+            st.info("Upload an image to use it as this end of the path.")
+            return None, None
+        result = None
+        with guard(f"read `{upload.name}`"):
+            result = cache.prepared_image(upload.getvalue(), image_shape, style)
+        if result is None:
+            return None, None
+        st.image(upscale(to_pil(result.x[0]), scale=5), caption=f"{upload.name}, as the model sees it")
+        return result.x, None
+    classes = np.unique(atlas.labels).tolist()
+    st.session_state.setdefault(f"{key}_class", default_class)
+    if st.session_state[f"{key}_class"] not in classes:
+        st.session_state[f"{key}_class"] = default_class
+    label = st.selectbox(
+        "Class", classes, key=f"{key}_class", format_func=lambda c: figures.class_name(data.class_names, c)
+    )
+    members = np.flatnonzero(atlas.labels == label).tolist()
+    if st.session_state.get(f"{key}_index", 0) >= len(members):
+        st.session_state[f"{key}_index"] = 0
+    position = 0
+    if len(members) > 1:
+        position = st.slider(
+            f"Which of the {len(members)} images of this class", 0, len(members) - 1, key=f"{key}_index"
+        )
+    row = members[position]
+    caption = f"test image #{row} · {figures.class_name(data.class_names, label)}"
+    st.image(upscale(to_pil(data.images[row]), scale=5), caption=caption)
+    return data.images[row : row + 1], row
+
+
+def preparation_steps(result: PreparedImage, name: str) -> None:
+    """Show each step that turned a picture into the model's input, enlarged, and a list of what was done."""
+    for col, (label, img) in zip(st.columns(max(len(result.steps), 4)), result.steps):
+        col.image(enlarge(img), caption=label, width="stretch")
+    notes = "\n".join(f"- {note}" for note in result.notes) or "- nothing needed changing"
+    st.markdown(f"What was done to {name}:\n{notes}")
+
+
+def verdict_box(verdict: Verdict) -> None:
+    """Show an anomaly verdict: green with a tick when typical, amber with a warning otherwise."""
+    if verdict.level == "typical":
+        st.success(verdict.message, icon=":material/check_circle:")
+    else:
+        st.warning(verdict.message, icon=":material/warning:")

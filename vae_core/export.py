@@ -189,7 +189,8 @@ def latents_csv(
     Args:
         latents: (N, D).
         labels: (N,).
-        extra_columns: column name -> N values, appended after the latents.
+        extra_columns: column name -> N values, appended after the latents (e.g. each image's
+            -ELBO and its position on the 2-D map); floats are written with 9 significant digits.
 
     Returns:
         The CSV text, one row per point.
@@ -208,10 +209,15 @@ def latents_csv(
                 i,
                 labels[i].item(),
                 *(f"{v:.9g}" for v in latents[i]),
-                *(values[i].item() for values in extra.values()),
+                *(_cell(values[i].item()) for values in extra.values()),
             ]
         )
     return buffer.getvalue()
+
+
+def _cell(value: object) -> object:
+    # float32 values would otherwise print as their float64 expansion (512.3434448242188).
+    return f"{value:.9g}" if isinstance(value, float) else value
 
 
 # Pillow's built-in font has no Greek letters or minus sign; DejaVu (on most Linux systems) has them.

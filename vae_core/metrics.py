@@ -120,10 +120,26 @@ def evaluate_elbo(
 ) -> ELBOResult:
     """Return the mean negative ELBO (beta 1), reconstruction and KL over images ``x``: ``per_image_elbo`` averaged."""
     parts = per_image_elbo(model, x, samples=samples, seed=seed, batch_size=batch_size)
-    if len(parts.total) == 0:
+    return elbo_means(parts.recon, parts.kl)
+
+
+def elbo_means(recon: np.ndarray, kl: np.ndarray) -> ELBOResult:
+    """Return the mean -ELBO, reconstruction and KL of per-image parts, e.g. an atlas's ``recon`` and ``kl``.
+
+    Args:
+        recon: -log p(x|z) per image (N,), in nats, from ``per_image_elbo``.
+        kl: KL(q(z|x) || p(z)) per image (N,), in nats.
+
+    Returns:
+        ELBOResult(total, recon, kl), means in nats per image; zeros for no images.
+    """
+    recon = np.asarray(recon, dtype=np.float32).reshape(-1)
+    kl = np.asarray(kl, dtype=np.float32).reshape(-1)
+    if recon.shape != kl.shape:
+        raise ValueError(f"got {len(recon)} reconstruction terms but {len(kl)} KL terms")
+    if len(recon) == 0:
         return ELBOResult(0.0, 0.0, 0.0)
-    mean = [float(np.mean(a, dtype=np.float64)) for a in parts]
-    return ELBOResult(*mean)
+    return ELBOResult(*(float(np.mean(a, dtype=np.float64)) for a in (recon + kl, recon, kl)))
 
 
 @inference
@@ -181,26 +197,64 @@ def iwae_nll(
     return total / max(1, done)
 
 
-def kl_per_dimension(model: VAE, x: torch.Tensor, *, batch_size: int = 1000) -> np.ndarray:
-    """Return the KL of each latent dimension averaged over images, (D,), in nats; it sums to the mean KL."""
-    mu, logvar = encode(model, x, batch_size=batch_size)
+def _latents(name: str, values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(values).detach().cpu().float()
+    if t.ndim != 2 or t.shape[1] == 0:
+        raise ValueError(f"{name} must be (N, D) with D >= 1, got shape {tuple(t.shape)}")
+    return t
+
+
+def kl_per_dimension_of(mu: np.ndarray | torch.Tensor, logvar: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Return the KL of each latent dimension averaged over images, float32 (D,), in nats.
+
+    The closed form of ``losses.kl_per_dim`` on posteriors already computed (an atlas's
+    ``mu`` and ``logvar``, (N, D)); it sums to the mean KL of those images. No images give zeros.
+    """
+    mu, logvar = _latents("mu", mu), _latents("logvar", logvar)
+    if mu.shape != logvar.shape:
+        raise ValueError(f"mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must have the same shape")
+    if len(mu) == 0:
+        return np.zeros(mu.shape[1], np.float32)
     return kl_per_dim(mu, logvar).mean(dim=0).numpy()
+
+
+def active_units_of(mu: np.ndarray | torch.Tensor, *, threshold: float = ACTIVE_THRESHOLD) -> ActiveUnits:
+    """Count dimensions u whose posterior mean varies over the data: Cov_x(E_q[z_u]) > threshold.
+
+    Burda et al. 2015, sec. 5.2, on posterior means already computed, (N, D); the variance is
+    the population variance over the N images (zero for fewer than two).
+    """
+    mu = _latents("mu", mu)
+    variances = mu.var(dim=0, unbiased=False).numpy() if len(mu) > 1 else np.zeros(mu.shape[1], np.float32)
+    return ActiveUnits(int((variances > threshold).sum()), variances, threshold)
+
+
+def latent_health_of(
+    mu: np.ndarray | torch.Tensor, logvar: np.ndarray | torch.Tensor, *, threshold: float = ACTIVE_THRESHOLD
+) -> LatentHealth:
+    """Return KL per dimension, active units and collapse warnings of posteriors (N, D) already computed."""
+    kl = kl_per_dimension_of(mu, logvar)
+    active = active_units_of(mu, threshold=threshold)
+    return LatentHealth(kl, active, collapse_warnings(kl, active))
+
+
+def kl_per_dimension(model: VAE, x: torch.Tensor, *, batch_size: int = 1000) -> np.ndarray:
+    """Return the KL of each latent dimension averaged over images ``x``, (D,), in nats: see ``kl_per_dimension_of``."""
+    mu, logvar = encode(model, x, batch_size=batch_size)
+    return kl_per_dimension_of(mu, logvar)
 
 
 def active_units(
     model: VAE, x: torch.Tensor, *, threshold: float = ACTIVE_THRESHOLD, batch_size: int = 1000
 ) -> ActiveUnits:
-    """Count dimensions u whose posterior mean varies over the data: Cov_x(E_q[z_u]) > threshold."""
-    mu, _ = encode(model, x, batch_size=batch_size)
-    variances = mu.var(dim=0, unbiased=False).numpy() if len(mu) > 1 else np.zeros(mu.shape[1], np.float32)
-    return ActiveUnits(int((variances > threshold).sum()), variances, threshold)
+    """Count the active units of ``model`` on images ``x``: see ``active_units_of``."""
+    return active_units_of(encode(model, x, batch_size=batch_size).mu, threshold=threshold)
 
 
 def latent_health(model: VAE, x: torch.Tensor, *, threshold: float = ACTIVE_THRESHOLD) -> LatentHealth:
-    """Return KL per dimension, active units and warnings about posterior collapse."""
-    kl = kl_per_dimension(model, x)
-    active = active_units(model, x, threshold=threshold)
-    return LatentHealth(kl, active, collapse_warnings(kl, active))
+    """Return KL per dimension, active units and warnings about posterior collapse of ``model`` on ``x``."""
+    mu, logvar = encode(model, x)
+    return latent_health_of(mu, logvar, threshold=threshold)
 
 
 def collapse_warnings(kl: np.ndarray, active: ActiveUnits) -> tuple[str, ...]:
@@ -373,14 +427,25 @@ class ModelSummary(NamedTuple):
     parameters: int
 
 
-def model_summary(model: VAE, x: torch.Tensor, *, seed: int = 0) -> ModelSummary:
+def model_summary_of(
+    *, mu: np.ndarray | torch.Tensor, recon: np.ndarray, kl: np.ndarray, parameters: int
+) -> ModelSummary:
+    """Return the comparison figures from per-image results already computed (an atlas's).
+
+    Args:
+        mu: posterior means (N, D).
+        recon, kl: the parts of each image's -ELBO (N,), from ``per_image_elbo``.
+        parameters: the model's parameter count.
+    """
+    mu = _latents("mu", mu)
+    return ModelSummary(elbo_means(recon, kl), active_units_of(mu).count, int(mu.shape[1]), int(parameters))
+
+
+def model_summary(model: VAE, x: torch.Tensor, *, seed: int = ELBO_SEED) -> ModelSummary:
     """Return the -ELBO parts, active units, latent size and parameter count of ``model`` on ``x``."""
-    return ModelSummary(
-        evaluate_elbo(model, x, seed=seed),
-        active_units(model, x).count,
-        model.config.latent_dim,
-        model.num_parameters(),
-    )
+    parts = per_image_elbo(model, x, seed=seed)
+    mu = encode(model, x).mu
+    return model_summary_of(mu=mu, recon=parts.recon, kl=parts.kl, parameters=model.num_parameters())
 
 
 # Percentile thresholds of an image's -ELBO among test images for ``anomaly_verdict``.

@@ -3,27 +3,18 @@
 import time
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
-import ui
+from vae_app import cache, figures, state
+from vae_app.widgets import ELBO_HELP, guard, nll_references
 from vae_core.export import labelled_grid
-from vae_core.metrics import (
-    LITERATURE_NLL,
-    decode_seconds,
-    evaluate_elbo,
-    iwae_cost,
-    iwae_nll,
-    per_sample_elbo,
-    rank_typicality,
-)
+from vae_core.metrics import ELBO_ESTIMATOR, elbo_means, iwae_cost, iwae_nll, rank_typicality
 
 K_CHOICES = (1, 10, 50, 100, 500, 1000, 5000)
 SHOWN = 16
 TILE_PX = 56
 SLOW_SECONDS = 120
 
-ui.ensure_framed(__file__)
 st.title("Evaluate")
 st.caption(
     "How well does the model explain test images it never trained on? The negative ELBO is the loss it "
@@ -32,41 +23,28 @@ st.caption(
     "All figures are in nats per image: lower is better."
 )
 
-loaded = ui.require_model()
+loaded = state.require_model()
 model, info = loaded.model, loaded.info
-data = ui.require_eval_data(loaded)
-key = ui.model_key(loaded)
-n_all = len(data.images)
+data, atlas = state.require_atlas(loaded)
+key = state.model_key(loaded)
+n_all = len(atlas)
+elbo = elbo_means(atlas.recon, atlas.kl)  # the mean of the per-image figures every page shows
 
-
-@st.cache_data(show_spinner="Computing the test ELBO …", max_entries=8)
-def elbo_of(model_key: str, _loaded, _images, n: int):
-    return evaluate_elbo(_loaded.model, _images[:n])
-
-
-@st.cache_data(show_spinner="Scoring every image …", max_entries=8)
-def scores_of(model_key: str, _loaded, _images, n: int) -> np.ndarray:
-    return per_sample_elbo(_loaded.model, _images[:n])
-
-
-@st.cache_data(show_spinner="Timing the decoder …", max_entries=8)
-def rate_of(model_key: str, _loaded, _images) -> float:
-    return decode_seconds(_loaded.model, _images[:16])
-
-
-elbo = None
-with ui.guard("compute the test ELBO"):
-    elbo = elbo_of(key, loaded, data.images, n_all)
-if elbo is None:
-    st.stop()
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Test −ELBO", f"{elbo.total:.2f} nats", help="Reconstruction + KL, averaged over the images.")
-c2.metric("Reconstruction", f"{elbo.recon:.2f} nats", help="−log p(x|z) for one z drawn from q(z|x).")
-c3.metric("KL", f"{elbo.kl:.2f} nats", help="KL(q(z|x) ‖ N(0, I)): the information the code carries.")
+c1.metric("Test −ELBO", f"{elbo.total:.2f} nats", help=f"Reconstruction + KL. {ELBO_HELP}")
+c2.metric("Reconstruction", f"{elbo.recon:.2f} nats", help="−log p(x|z), mean over the estimator's z draws.")
+c3.metric("KL", f"{elbo.kl:.2f} nats", help="KL(q(z|x) ‖ N(0, I)), closed form: what the code carries.")
 c4.metric("Images", f"{n_all:,}", help=data.source)
+st.caption(f"Means of each image's −ELBO and its parts over {data.source}, estimated with {ELBO_ESTIMATOR}.")
 
 st.subheader("Importance-weighted negative log-likelihood")
 results = st.session_state.setdefault("evaluate_nll", {})
+
+
+def best_nll() -> tuple[int, int, float, float] | None:
+    """Return (K, images, NLL, seconds) of this model's and images' run with the largest K, or None."""
+    mine = [(k, n, *r) for (m, dk, k, n), r in results.items() if (m, dk) == (key, data.key)]
+    return max(mine, default=None)
 
 
 @st.fragment
@@ -81,8 +59,7 @@ def nll_panel() -> None:
     )
     sizes = sorted({s for s in (100, 500, 1000) if s < n_all} | {n_all})
     n = c_n.selectbox("Images", sizes, index=0, key="evaluate_n", format_func=lambda s: f"{s:,}")
-    rate = rate_of(key, loaded, data.images)
-    cost = iwae_cost(n=n, k=k, seconds_per_decode=rate)
+    cost = iwae_cost(n=n, k=k, seconds_per_decode=cache.decode_rate(key, data.key, loaded, data.images))
     c_cost.markdown(
         f"Cost: {n:,} × {k:,} = **{cost.decodes:,} decodes**, about **{cost.seconds:,.0f} s** on this machine"
         if cost.seconds >= 1
@@ -95,16 +72,16 @@ def nll_panel() -> None:
         )
     if st.button("Estimate the NLL", type="primary", icon=":material/play_arrow:", key="evaluate_run"):
         bar = st.progress(0.0, text=f"Estimating with K = {k:,} on {n:,} images …")
-        with ui.guard("estimate the NLL"):
+        with guard("estimate the NLL"):
             started = time.perf_counter()
             value = iwae_nll(
                 model, data.images[:n], k=k, on_progress=lambda f: bar.progress(min(1.0, f), text=f"{f:.0%}")
             )
-            results[(key, k, n)] = (value, time.perf_counter() - started)
+            results[(key, data.key, k, n)] = (value, time.perf_counter() - started)
         bar.empty()
-    mine = {kn: r for kn, r in results.items() if kn[0] == key}
-    if mine:
-        (_, k_done, n_done), (value, seconds) = max(mine.items(), key=lambda item: (item[0][1], item[0][2]))
+    best = best_nll()
+    if best is not None:
+        k_done, n_done, value, seconds = best
         a, b = st.columns(2)
         a.metric(
             f"NLL, K = {k_done:,}",
@@ -122,104 +99,55 @@ def nll_panel() -> None:
             f"Saved with the model: NLL {info.metrics['test_nll']:.2f} nats (K = {int(info.metrics['nll_k'])}). "
             "Press the button to estimate it here."
         )
-    reference_chart(mine)
-
-
-def reference_chart(mine: dict) -> None:
-    """Draw this model's figures beside Burda et al. 2015 (MNIST only)."""
-    if info.dataset.lower() != "mnist":
-        st.caption(
-            f"Published reference figures exist for MNIST; this model was trained on {info.dataset}, so there is "
-            "nothing to compare it with here."
-        )
-        return
-    bars = [("This model: −ELBO", elbo.total, "#4C78A8")]
-    if mine:
-        (_, k_done, _), (value, _) = max(mine.items(), key=lambda item: (item[0][1], item[0][2]))
-        bars.append((f"This model: NLL (K = {k_done:,})", value, "#F58518"))
+    mine = [("This model: −ELBO", elbo.total)]
+    if best is not None:
+        mine.append((f"This model: NLL (K = {best[0]:,})", best[2]))
     elif "test_nll" in info.metrics:
-        bars.append(
-            (f"This model: NLL (K = {int(info.metrics['nll_k'])})", info.metrics["test_nll"], "#F58518")
-        )
-    bars += [(ref.label, ref.nats, "#BAB0AC") for ref in LITERATURE_NLL]
-    fig = go.Figure(
-        go.Bar(
-            y=[b[0] for b in bars][::-1],
-            x=[b[1] for b in bars][::-1],
-            orientation="h",
-            marker_color=[b[2] for b in bars][::-1],
-            text=[f"{b[1]:.2f}" for b in bars][::-1],
-            textposition="outside",
-            hovertemplate="%{y}: %{x:.2f} nats<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        height=60 * len(bars) + 80,
-        margin={"l": 10, "r": 40, "t": 10, "b": 40},
-        xaxis={"title": "nats per image (lower is better)", "range": [0, max(b[1] for b in bars) * 1.15]},
-    )
-    st.plotly_chart(fig, width="stretch", key="evaluate_reference_chart")
-    train_images = info.extra.get("train_images")
-    subset = f"a {train_images:,}-image subset of" if isinstance(train_images, int) else "a subset of"
-    binarized = info.train_config is not None and info.train_config.binarize
-    st.caption(
-        "Grey bars: Burda, Grosse & Salakhutdinov (2015), table 1, one stochastic layer, "
-        f"{LITERATURE_NLL[0].setting}. The setting differs from this model's: it trained on {subset} MNIST "
-        + ("with binarized targets" if binarized else "with grey-level (not binarized) targets")
-        + f", and is evaluated on {data.source}, so the numbers are not directly comparable."
-    )
+        mine.append((f"This model: NLL (K = {int(info.metrics['nll_k'])})", info.metrics["test_nll"]))
+    nll_references(loaded, mine, source=data.source, key="evaluate_reference_chart")
 
 
 nll_panel()
 
 st.subheader("Most and least typical test images")
 st.caption(
-    "Every test image ranked by its own −ELBO. Low scores are images the model finds typical; the highest are "
-    "the ones it explains worst: unusual writing, cropping errors, sometimes wrong labels. This is a simple "
-    "anomaly detector."
+    "Every test image ranked by its own −ELBO, the same figure the Latent map shows for it. Low scores are "
+    "images the model finds typical; the highest are the ones it explains worst: unusual writing, cropping "
+    "errors, sometimes wrong labels. This is a simple anomaly detector."
 )
-scores = None
-with ui.guard("score the images"):
-    scores = scores_of(key, loaded, data.images, n_all)
-if scores is None:
+shown = min(SHOWN, n_all // 2)  # a small set is split in two halves, so the two groups never overlap
+if shown < 1:
+    st.info("Ranking needs at least two images.")
     st.stop()
-ranking = rank_typicality(scores, k=SHOWN)
+scores = atlas.elbo
+ranking = rank_typicality(scores, k=shown)
 scale = max(1, round(TILE_PX / max(info.model_config.image_shape[1:])))
 
 
 def gallery(indices: np.ndarray, title: str) -> None:
     st.markdown(f"**{title}**")
-    labels = [f"{scores[i]:.1f}" for i in indices]
-    grid = labelled_grid(data.images[indices], labels=labels, ncols=8, scale=scale, font_size=12)
+    grid = labelled_grid(
+        data.images[indices], labels=[f"{scores[i]:.1f}" for i in indices], ncols=8, scale=scale, font_size=12
+    )
     st.image(grid, output_format="PNG")
+    st.caption("In reading order: " + " · ".join(f"#{i} {scores[i]:.1f}" for i in indices))
 
 
 left, right = st.columns(2, gap="large")
 with left:
-    gallery(ranking.most_typical, f"{SHOWN} most typical (lowest −ELBO, nats)")
+    gallery(ranking.most_typical, f"{shown} most typical (lowest −ELBO, nats)")
 with right:
-    gallery(ranking.least_typical, f"{SHOWN} least typical (highest −ELBO, nats)")
+    gallery(ranking.least_typical, f"{shown} least typical (highest −ELBO, nats)")
 
-fig = go.Figure(
-    go.Histogram(x=scores, nbinsx=60, marker_color="#4C78A8", hovertemplate="%{y} images<extra></extra>")
-)
-for edge, colour, text, side in (
-    (scores[ranking.most_typical[-1]], "#54A24B", f"← {SHOWN} most typical", "top left"),
-    (scores[ranking.least_typical[-1]], "#E45756", f"{SHOWN} least typical →", "top right"),
-):
-    fig.add_vline(
-        x=float(edge), line_dash="dash", line_color=colour, annotation_text=text, annotation_position=side
-    )
-fig.update_layout(
-    height=300,
-    margin={"l": 50, "r": 10, "t": 30, "b": 40},
-    xaxis_title="−ELBO of one image (nats)",
-    yaxis_title="images",
-    bargap=0.05,
+fig = figures.typicality_histogram(
+    scores,
+    typical_edge=scores[ranking.most_typical[-1]],
+    unusual_edge=scores[ranking.least_typical[-1]],
+    shown=shown,
 )
 st.plotly_chart(fig, width="stretch", key="evaluate_score_hist")
 st.page_link(
-    "pages/encode.py",
+    "vae_app/views/encode.py",
     label="Where does your own image fall? Upload it on the Encode page to see its percentile.",
     icon=":material/upload:",
 )

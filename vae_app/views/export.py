@@ -2,32 +2,25 @@
 
 import streamlit as st
 
-import ui
-from vae_core.export import (
-    CONFIG_FILE,
-    METADATA_FILE,
-    SPRITE_FILE,
-    VECTORS_FILE,
-    export_zip,
-    latents_csv,
-    projector_payload,
-)
+from vae_app import cache, state
+from vae_app.widgets import ELBO_HELP, guard
+from vae_core.export import CONFIG_FILE, METADATA_FILE, SPRITE_FILE, VECTORS_FILE
 
 PREVIEW_ROWS = 6
 
-ui.ensure_framed(__file__)
 st.title("Export")
 st.caption(
     "Take the latent codes out of the app: one row per test image with its code μ and its label, ready for "
     "TensorFlow's Embedding Projector (3-D PCA, t-SNE and UMAP you can fly through, with each point drawn as "
-    "its thumbnail) or for a spreadsheet, pandas or R."
+    "its thumbnail) or for a spreadsheet, pandas or R. The CSV adds each image's −ELBO and its position on "
+    "the Latent map, the same figures every page shows."
 )
 
-loaded = ui.require_model()
+loaded = state.require_model()
 info = loaded.info
-data = ui.require_eval_data(loaded)
-key = ui.model_key(loaded)
-available = len(data.images)
+data, atlas = state.require_atlas(loaded)
+key = state.model_key(loaded)
+available = len(atlas)
 st.session_state["export_n"] = min(int(st.session_state.get("export_n", 1000)), available)
 
 c_n, _ = st.columns([1, 3])
@@ -42,20 +35,9 @@ n = int(
     )
 )
 
-
-@st.cache_data(show_spinner="Preparing the files …", max_entries=8)
-def files_of(model_key: str, _loaded, _data, n: int) -> tuple[dict[str, bytes], bytes, str]:
-    mu, _ = ui.encoded(model_key, _loaded, _data.images, n)
-    labels = _data.labels[:n].numpy()
-    common = dict(latents=mu, labels=labels, images=_data.images[:n], class_names=_data.class_names)
-    tensor = f"{_loaded.info.name} mu"
-    payload = projector_payload(**common, tensor_name=tensor)
-    return payload, export_zip(**common, tensor_name=tensor), latents_csv(mu, labels)
-
-
 files = None
-with ui.guard("prepare the export"):
-    files = files_of(key, loaded, data, n)
+with guard("prepare the export"):
+    files = cache.export_files(key, data.key, n, atlas, data.images, data.class_names, f"{info.name} mu")
 if files is None:
     st.stop()
 payload, archive, csv_text = files
@@ -79,7 +61,8 @@ c_csv.download_button(
     mime="text/csv",
     icon=":material/table:",
     key="export_csv",
-    help=f"Columns index, label, z0 … z{d - 1}",
+    help=f"Columns index, label, z0 … z{d - 1}, neg_elbo (the image's −ELBO in nats), map_x, map_y (its "
+    f"position on the Latent map, {atlas.layout}). {ELBO_HELP}",
 )
 st.caption(f"{n:,} images × {d} latent dimensions from **{info.name}**; zip {len(archive) / 1024:,.0f} KB.")
 
@@ -113,3 +96,5 @@ with right:
     st.code("\n".join(vectors[:PREVIEW_ROWS]), language=None, wrap_lines=False)
     st.caption(f"{CONFIG_FILE}: tells TensorBoard which file is which")
     st.code(payload[CONFIG_FILE].decode(), language=None)
+    st.caption("The CSV: μ, then the −ELBO and the position on the Latent map of each image")
+    st.code("\n".join(csv_text.splitlines()[: PREVIEW_ROWS + 1]), language=None, wrap_lines=False)

@@ -3,18 +3,19 @@
 import numpy as np
 import streamlit as st
 
-import ui
-from vae_core.inference import decode_latents, encode, prior_samples
-from vae_core.metrics import elbo_breakdown
+from vae_app import state
+from vae_app.widgets import ELBO_HELP, guard, show_images
+from vae_core.imaging import to_uint8
+from vae_core.inference import decode_latents, prior_samples
+from vae_core.metrics import ELBO_ESTIMATOR, elbo_breakdown
 
-ui.ensure_framed(__file__)
 st.title("VAE latent-space explorer")
 st.caption(
     "Train a variational autoencoder on images and see what its latent space has learned: map it, decode any "
     "point, walk between images, and ask where a new image lands. Pick a model in the sidebar."
 )
 
-loaded = ui.require_model()
+loaded = state.require_model()
 info, model = loaded.info, loaded.model
 cfg = info.model_config
 metrics = info.metrics
@@ -36,76 +37,76 @@ if info.extra.get("description"):
     st.caption(f"{info.extra['description']} · {model.num_parameters():,} parameters · {info.preprocessing}")
 
 st.session_state.setdefault("home_seed", 0)
-data = ui.eval_data(loaded)
+st.session_state.setdefault("home_example", 0)
 left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Samples from the prior")
     st.caption("Each image decodes a z drawn from N(0, I): what the model imagines when asked for anything.")
-    with ui.guard("draw prior samples"):
-        ui.show_images(prior_samples(model, n=32, seed=st.session_state["home_seed"]), ncols=8, scale=2)
+    with guard("draw prior samples"):
+        show_images(prior_samples(model, n=32, seed=st.session_state["home_seed"]), ncols=8, scale=2)
     if st.button("New samples", icon=":material/casino:", key="home_resample"):
         st.session_state["home_seed"] += 1
         st.rerun()
 with right:
     st.subheader("Reconstructions")
-    if data is None:
+    if state.eval_data(loaded) is None:
         st.info("No evaluation images: this model carries no data sample and its dataset is not on disk.")
-    else:
-        st.caption(f"Top: test images. Bottom: decoded from their mean code μ. ({data.source})")
-        picks = np.linspace(0, len(data.images) - 1, 16).astype(int)
-        with ui.guard("reconstruct test images"):
-            x = data.images[picks]
-            x_hat = decode_latents(model, encode(model, x).mu)
-            ui.show_images(
-                np.concatenate(
-                    [ui.to_uint8(x[:8]), ui.to_uint8(x_hat[:8]), ui.to_uint8(x[8:]), ui.to_uint8(x_hat[8:])]
-                ),
-                ncols=8,
-                scale=2,
-            )
+        st.stop()
+    data, atlas = state.require_atlas(loaded)
+    st.caption(f"Top: test images. Bottom: decoded from their mean code μ. ({data.source})")
+    picks = np.linspace(0, len(data.images) - 1, 16).astype(int)
+    with guard("reconstruct test images"):
+        x, x_hat = to_uint8(data.images[picks]), to_uint8(decode_latents(model, atlas.mu[picks]))
+        show_images(np.concatenate([x[:8], x_hat[:8], x[8:], x_hat[8:]]), ncols=8, scale=2)
 
 st.divider()
 st.subheader("How this model turns an image into a code and back")
-if data is not None:
-    example = int(st.session_state.setdefault("home_example", 0)) % len(data.images)
-    b = elbo_breakdown(model, data.images[example], seed=example)
-    sigma = np.exp(0.5 * b.logvar)
-    shown = min(4, cfg.latent_dim)
+example = int(st.session_state["home_example"]) % len(data.images)
+b = elbo_breakdown(model, data.images[example], seed=example)
+sigma = np.exp(0.5 * b.logvar)
+shown = min(4, cfg.latent_dim)
 
-    def vec(v: np.ndarray) -> str:
-        more = ", …" if len(v) > shown else ""
-        return "(" + ", ".join(f"{t:+.2f}" for t in v[:shown]) + more + ")"
 
-    img_col, text_col = st.columns([1, 3], gap="large")
-    with img_col:
-        ui.show_images(
-            np.stack([ui.to_uint8(data.images[example]), ui.to_uint8(b.x_hat)]),
-            ncols=2,
-            scale=4,
-            caption=f"Test image #{example} and its decoded sample",
-        )
-        if st.button("Another example", key="home_next_example"):
-            st.session_state["home_example"] = example + 37
-            st.rerun()
-    with text_col:
-        st.markdown(
-            f"""
+def vec(v: np.ndarray) -> str:
+    more = ", …" if len(v) > shown else ""
+    return "(" + ", ".join(f"{t:+.2f}" for t in v[:shown]) + more + ")"
+
+
+img_col, text_col = st.columns([1, 3], gap="large")
+with img_col:
+    show_images(
+        np.stack([to_uint8(data.images[example]), to_uint8(b.x_hat)]),
+        ncols=2,
+        scale=4,
+        caption=f"Test image #{example} and the image decoded from this one draw of ε",
+    )
+    st.metric("−ELBO of this image (nats)", f"{atlas.elbo[example]:.1f}", help=ELBO_HELP)
+    if st.button("Another example", key="home_next_example"):
+        st.session_state["home_example"] = example + 37
+        st.rerun()
+with text_col:
+    st.markdown(
+        f"""
 1. **Encoder.** The encoder network reads the image and outputs a Gaussian over the latent space: a mean
    μ = {vec(b.mu)} and a log-variance log σ² = {vec(b.logvar)}, one of each for all {cfg.latent_dim} dimensions.
    So σ = {vec(sigma)}: small σ means the encoder is sure where this image belongs.
 2. **Sample.** A code is drawn with the reparameterization trick, z = μ + σ ⊙ ε with ε ~ N(0, I):
    here ε = {vec(b.eps)} gives z = {vec(b.z)}. Writing the noise this way lets gradients flow to μ and σ.
 3. **Decoder.** The decoder maps z back to an image: the picture on the left, next to the input.
-4. **Score.** Training maximizes the evidence lower bound, ELBO = reconstruction − KL:
-   - reconstruction log p(x|z) = **{-b.recon:.1f} nats** ({cfg.likelihood} likelihood, summed over pixels):
-     how well the decoded image explains the input;
-   - KL(q(z|x) ‖ N(0, I)) = **{b.kl:.1f} nats**: how far the code's Gaussian is from the prior, the price of
-     information the code carries;
-   - ELBO = {-b.recon:.1f} − {b.kl:.1f} = **{b.elbo:.1f} nats**, a lower bound on log p(x).
+4. **Score.** Training maximizes the evidence lower bound, ELBO = E_q[log p(x|z)] − KL, a lower bound on log p(x):
+   - for this one draw of ε, the reconstruction term log p(x|z) = {-b.recon:.1f} nats ({cfg.likelihood}
+     likelihood, summed over pixels): how well the decoded image explains the input. Another ε gives another
+     value, so one draw is only a noisy look at the expectation;
+   - KL(q(z|x) ‖ N(0, I)) = {b.kl:.1f} nats, in closed form (no sampling): how far the code's Gaussian is from
+     the prior, the price of information the code carries;
+   - this image's −ELBO, the per-image estimate every page shows, is **{atlas.elbo[example]:.1f} nats**
+     = reconstruction {atlas.recon[example]:.1f} + KL {atlas.kl[example]:.1f}, with the reconstruction
+     averaged over several draws ({ELBO_ESTIMATOR}). This one draw of ε alone would give
+     {-b.recon:.1f} − {b.kl:.1f} = {b.elbo:.1f} nats of ELBO.
 """
+    )
+    if "test_total" in metrics:
+        st.caption(
+            f"Over the test set this model averages a reconstruction term of {-metrics['test_recon']:.1f} "
+            f"and a KL of {metrics['test_kl']:.1f} nats per image."
         )
-        if "test_total" in metrics:
-            st.caption(
-                f"Over the test set this model averages a reconstruction term of {-metrics['test_recon']:.1f} "
-                f"and a KL of {metrics['test_kl']:.1f} nats per image."
-            )

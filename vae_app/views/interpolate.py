@@ -1,21 +1,15 @@
-"""Interpolate: encode two images, walk the latent space between their means, and decode the path."""
+"""Interpolate: encode two images, walk the latent space between their means, decode the path, and map it."""
 
-from __future__ import annotations
-
-import plotly.graph_objects as go
+import numpy as np
 import streamlit as st
-import torch
 
-import ui
+from vae_app import figures, state, widgets
 from vae_core.geometry import interpolate, log_prior
 from vae_core.imaging import gif_bytes, png_bytes, strip, to_pil, upscale
 from vae_core.inference import interpolation_path
-from vae_core.preprocess import IMAGE_SUFFIXES, MAX_UPLOAD_BYTES, PreparedImage, prepare_image
 
 METHODS = {"linear": "Linear", "slerp": "Spherical (slerp)"}
-UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
 
-ui.ensure_framed(__file__)
 st.title("Interpolate")
 st.caption(
     "Pick two images, A and B. The encoder maps each to the mean of its code, μ; the page then walks "
@@ -24,70 +18,24 @@ st.caption(
     "in-between images show regions of the space the model never learned to use."
 )
 
-loaded = ui.require_model()
-data = ui.require_eval_data(loaded)
+loaded = state.require_model()
+data, atlas = state.require_atlas(loaded)
 shape = loaded.info.model_config.image_shape
 style = "mnist" if shape == (1, 28, 28) else "plain"
-classes = sorted({int(v) for v in data.labels.tolist()})
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def prepared(content: bytes, image_shape: tuple[int, int, int], style: str) -> PreparedImage:
-    """Turn uploaded bytes into a model input once per file, shape and style."""
-    return prepare_image(content, image_shape=image_shape, style=style)
-
-
-def endpoint(side: str, default_class: int) -> torch.Tensor | None:
-    """Draw the pickers of endpoint ``side`` ("a" or "b"); return its image (1, C, H, W) or None."""
-    key = f"interp_{side}"
-    source = st.radio(
-        "Source", ["test image", "upload"], key=f"{key}_source", horizontal=True, label_visibility="collapsed"
-    )
-    if source == "upload":
-        upload = st.file_uploader(
-            "An image (PNG, JPEG, WebP, BMP or the first frame of a GIF)",
-            type=UPLOAD_TYPES,
-            key=f"{key}_upload",
-            max_upload_size=MAX_UPLOAD_BYTES // (1024 * 1024),  # MiB, as Streamlit counts
-        )
-        if upload is None:
-            st.info("Upload an image to use it as this end of the path.")
-            return None
-        result = None
-        with ui.guard(f"read `{upload.name}`"):
-            result = prepared(upload.getvalue(), shape, style)
-        if result is None:
-            return None
-        st.image(upscale(to_pil(result.x[0]), scale=5), caption=f"{upload.name}, as the model sees it")
-        return result.x
-    if st.session_state.get(f"{key}_class") not in classes:
-        st.session_state[f"{key}_class"] = default_class
-    label = st.selectbox(
-        "Class", classes, key=f"{key}_class", format_func=lambda c: ui.class_name(data.class_names, c)
-    )
-    members = (data.labels == label).nonzero().flatten().tolist()
-    if st.session_state.get(f"{key}_index", 0) >= len(members):
-        st.session_state[f"{key}_index"] = 0
-    position = 0
-    if len(members) > 1:
-        position = st.slider(
-            f"Which of the {len(members)} images of this class", 0, len(members) - 1, key=f"{key}_index"
-        )
-    image = data.images[members[position] : members[position] + 1]
-    st.image(
-        upscale(to_pil(image[0]), scale=5),
-        caption=f"test image #{members[position]} · {ui.class_name(data.class_names, label)}",
-    )
-    return image
-
+classes = np.unique(atlas.labels).tolist()
 
 left, right = st.columns(2, gap="large")
 with left:
     st.subheader("A: start")
-    x0 = endpoint("a", classes[0])
+    x0, row0 = widgets.endpoint_picker(
+        "interp_a", data, atlas, default_class=classes[0], image_shape=shape, style=style
+    )
 with right:
     st.subheader("B: end")
-    x1 = endpoint("b", classes[1] if len(classes) > 1 else classes[0])
+    default_b = classes[min(1, len(classes) - 1)]
+    x1, row1 = widgets.endpoint_picker(
+        "interp_b", data, atlas, default_class=default_b, image_shape=shape, style=style
+    )
 
 steps_col, method_col = st.columns([1, 1], gap="large")
 with steps_col:
@@ -104,7 +52,7 @@ if x0 is None or x1 is None:
     st.stop()
 
 path = None
-with ui.guard("interpolate between the two images"):
+with widgets.guard("interpolate between the two images"):
     path = interpolation_path(loaded.model, x0, x1, steps=steps, method=method)
 if path is None:
     st.stop()
@@ -113,25 +61,21 @@ st.subheader("The path from A to B")
 tile = 4
 # The end columns are a little wider than one tile of the strip, so A and B show at about the same size.
 ends_a, middle, ends_b = st.columns([1.15, steps, 1.15], gap="small", vertical_alignment="bottom")
-with ends_a:
-    st.image(strip(x0, scale=tile), caption="A (input)", width="stretch")
-with middle:
-    st.image(
-        strip(path.images, scale=tile),
-        caption=f"decoded: {steps} images, t = 0 (A's code) → 1 (B's code), {METHODS[method].lower()}",
-        width="stretch",
-    )
-with ends_b:
-    st.image(strip(x1, scale=tile), caption="B (input)", width="stretch")
+ends_a.image(strip(x0, scale=tile), caption="A (input)", width="stretch")
+middle.image(
+    strip(path.images, scale=tile),
+    caption=f"decoded: {steps} images, t = 0 (A's code) → 1 (B's code), {METHODS[method].lower()}",
+    width="stretch",
+)
+ends_b.image(strip(x1, scale=tile), caption="B (input)", width="stretch")
 st.caption(
     "The outer pictures are the two inputs; the strip between them is decoded. Its first and last pictures "
     "are the reconstructions of A and B, so they are blurrier than the inputs."
 )
 
-frames = [upscale(to_pil(image), scale=6) for image in path.images]
-gif = gif_bytes(frames, duration_ms=150, boomerang=True)
+gif = gif_bytes([upscale(to_pil(image), scale=6) for image in path.images], duration_ms=150, boomerang=True)
 stem = f"interpolation-{method}-{steps}"
-chart_col, anim_col = st.columns([3, 1], gap="large")
+map_col, anim_col = st.columns([3, 1], gap="large")
 with anim_col:
     st.image(gif, caption="The path as an animation (there and back)")
     st.download_button(
@@ -152,20 +96,31 @@ with anim_col:
         icon=":material/animation:",
         width="stretch",
     )
-with chart_col:
+with map_col:
+    coords = atlas.place(path.z)
+    for end, row in ((0, row0), (-1, row1)):
+        if row is not None:  # a test image sits exactly where the Latent map shows it
+            coords[end] = atlas.coords[row]
+    markers = [
+        figures.Marker(
+            coords, "path", symbol="circle", size=7, line=True, text=[f"t = {t:.2f}" for t in path.t]
+        ),
+        figures.Marker(coords[[0, -1]], "A and B", size=22, text=["A (start)", "B (end)"]),
+    ]
+    st.plotly_chart(
+        figures.latent_map(atlas, data.class_names, markers=markers, height=480),
+        width="stretch",
+        key="interp_map",
+    )
+    st.caption(f"{widgets.map_caption(atlas, data.source)} The line is the path, the stars its ends A and B.")
+
+logp_col, info_col = st.columns([2, 1], gap="large")
+with logp_col:
     other = "linear" if method == "slerp" else "slerp"
     other_logp = log_prior(interpolate(path.z[0], path.z[-1], steps=steps, method=other))
-    fig = go.Figure()
-    fig.add_scatter(x=path.t, y=path.log_prior, mode="lines+markers", name=f"{METHODS[method]} (shown)")
-    fig.add_scatter(x=path.t, y=other_logp, mode="lines", line={"dash": "dash"}, name=METHODS[other])
-    fig.update_layout(
-        height=320,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        legend={"orientation": "h", "y": 1.12},
-        xaxis_title="t (0 = A's code, 1 = B's code)",
-        yaxis_title="log p(z) under the prior (nats)",
-    )
-    st.plotly_chart(fig, width="stretch")
+    fig = figures.path_log_prior(path.t, path.log_prior, other_logp, names=(METHODS[method], METHODS[other]))
+    st.plotly_chart(fig, width="stretch", key="interp_log_prior")
+with info_col:
     st.metric("Distance between the codes ‖μ_B − μ_A‖", f"{path.distance:.2f}")
     st.caption(
         "log p(z) is how likely each point of the path is under the prior N(0, I); it only depends on the "

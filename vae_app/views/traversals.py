@@ -3,17 +3,13 @@
 import numpy as np
 import streamlit as st
 
-import ui
-from vae_core.export import traversal_gif, traversal_sheet
-from vae_core.geometry import dims_by_kl, traversal_ranges
-from vae_core.imaging import png_bytes, to_pil, upscale
-from vae_core.inference import traversal
-from vae_core.metrics import kl_per_dimension
+from vae_app import cache, figures, state
+from vae_app.widgets import guard
+from vae_core.imaging import to_pil, upscale
 
 MAX_ROWS = 16
 TILE_PX = 84  # target on-screen size of one decoded image
 
-ui.ensure_framed(__file__)
 st.title("Traversals")
 st.caption(
     "Start from the code of one real image and move a single latent dimension from low to high while keeping the "
@@ -23,42 +19,14 @@ st.caption(
     "is an unused dimension."
 )
 
-loaded = ui.require_model()
-model, info = loaded.model, loaded.info
+loaded = state.require_model()
+info = loaded.info
 d = info.model_config.latent_dim
-data = ui.require_eval_data(loaded)
-key = ui.model_key(loaded)
-n = len(data.images)
-labels = data.labels.numpy()
+data, atlas = state.require_atlas(loaded)
+key = state.model_key(loaded)
+n = len(atlas)
+labels = atlas.labels
 classes = [int(c) for c in np.unique(labels)]
-
-
-@st.cache_data(show_spinner="Measuring KL per dimension …", max_entries=8)
-def kl_of(model_key: str, _loaded, _images, n: int) -> np.ndarray:
-    return kl_per_dimension(_loaded.model, _images[:n])
-
-
-@st.cache_data(show_spinner="Decoding the traversal …", max_entries=32)
-def sheet_and_gif(
-    model_key: str,
-    _loaded,
-    mu: np.ndarray,
-    kl: np.ndarray,
-    index: int,
-    rows: int,
-    steps: int,
-    width: float,
-    scale: int,
-) -> tuple[bytes, bytes]:
-    dims = dims_by_kl(kl, top=rows)
-    values = traversal_ranges(mu, mu[index], steps=steps, width=width)[dims]
-    images = traversal(_loaded.model, mu[index], dims=dims, values=values)
-    offsets = np.linspace(-width, width, steps)
-    columns = ["μ" if abs(o) < 1e-9 else f"{o:+.2g}σ".replace("-", "−") for o in offsets]
-    sheet = traversal_sheet(
-        images, row_labels=[f"z{i} · KL {kl[i]:.2f} nats" for i in dims], column_labels=columns, scale=scale
-    )
-    return png_bytes(sheet), traversal_gif(images, labels=[f"z{i}" for i in dims], scale=max(1, scale - 1))
 
 
 # Widget defaults, repaired when another model makes the old values invalid.
@@ -66,8 +34,8 @@ if st.session_state.get("traversals_class") not in classes:
     st.session_state["traversals_class"] = classes[0]
 st.session_state.setdefault("traversals_steps", 9)
 st.session_state.setdefault("traversals_width", 2.0)
-if st.session_state.get("traversals_model") != key:
-    st.session_state["traversals_model"] = key
+if st.session_state.get("traversals_model") != (key, data.key):
+    st.session_state["traversals_model"] = (key, data.key)
     st.session_state["traversals_rows"] = min(d, MAX_ROWS)
     st.session_state["traversals_index"] = 0
 
@@ -76,7 +44,7 @@ label = c_class.selectbox(
     "Class",
     classes,
     key="traversals_class",
-    format_func=lambda c: ui.class_name(data.class_names, c),
+    format_func=lambda c: figures.class_name(data.class_names, c),
     help="The class of the example to start from.",
 )
 members = np.flatnonzero(labels == label)
@@ -116,10 +84,10 @@ width = c_width.slider(
 index = int(members[nth])
 scale = max(1, round(TILE_PX / max(info.model_config.image_shape[1:])))
 sheet = gif = None
-with ui.guard("draw the traversal"):
-    mu, _ = ui.encoded(key, loaded, data.images, n)
-    kl = kl_of(key, loaded, data.images, n)
-    sheet, gif = sheet_and_gif(key, loaded, mu, kl, index, rows, steps, float(width), scale)
+with guard("draw the traversal"):
+    sheet, gif = cache.traversal_files(
+        key, data.key, loaded, atlas, index=index, rows=rows, steps=steps, width=float(width), scale=scale
+    )
 if sheet is None:
     st.stop()
 
@@ -127,7 +95,7 @@ left, right = st.columns([1.4, 4], gap="large")
 with left:
     st.image(
         upscale(to_pil(data.images[index]), scale=scale),
-        caption=f"The example: test image #{index} ({ui.class_name(data.class_names, label)})",
+        caption=f"The example: test image #{index} ({figures.class_name(data.class_names, label)})",
         width=TILE_PX,
         output_format="PNG",
     )
