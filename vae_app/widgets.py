@@ -12,7 +12,7 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from vae_app import cache, figures, state
+from vae_app import cache, charts, figures, state
 from vae_core.atlas import Atlas
 from vae_core.checkpoints import CheckpointError, LoadedCheckpoint
 from vae_core.datasets import DatasetUnavailable
@@ -205,7 +205,7 @@ def nll_references(loaded: LoadedCheckpoint, mine: list[tuple[str, float]], *, s
             "nothing to compare it with here."
         )
         return
-    fig = figures.nll_reference_bars(mine, [(ref.label, ref.nats) for ref in LITERATURE_NLL])
+    fig = charts.nll_reference_bars(mine, [(ref.label, ref.nats) for ref in LITERATURE_NLL])
     st.plotly_chart(fig, width="stretch", key=key)
     train_images = info.extra.get("train_images")
     subset = f"a {train_images:,}-image subset of" if isinstance(train_images, int) else "a subset of"

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vae_app import cache, figures, state, widgets
+from vae_app import cache, charts, figures, state, widgets
 from vae_core.datasets import to_float
 from vae_core.inference import decode_latents, encode_image
 from vae_core.metrics import anomaly_verdict, per_image_elbo
@@ -110,7 +110,7 @@ with pics_col:
     widgets.show_images(torch.cat([x, x_hat]), ncols=2, scale=5)
     st.caption("Left: the model's input. Right: its reconstruction, decoded from μ.")
 with bars_col:
-    st.plotly_chart(figures.mu_sigma_bars(mu, std), width="stretch", key="encode_bars")
+    st.plotly_chart(charts.mu_sigma_bars(mu, std), width="stretch", key="encode_bars")
     st.caption(
         "Each bar is where the encoder puts this image along one latent axis; the error bar is its "
         "uncertainty σ. The grey band is where the prior N(0, I) keeps about two thirds of its mass."
@@ -128,7 +128,7 @@ with score_col:
     )
     widgets.verdict_box(anomaly_verdict(percentile))
 with hist_col:
-    st.plotly_chart(figures.elbo_histogram(atlas.elbo, value=score), width="stretch", key="encode_histogram")
+    st.plotly_chart(charts.elbo_histogram(atlas.elbo, value=score), width="stretch", key="encode_histogram")
     st.caption(f"The grey histogram scores the {data.source}; the red line is your image.")
 
 st.subheader("4 · Where it lands, and its nearest neighbours")

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from vae_app import cache, figures, state
+from vae_app import cache, charts, state
 from vae_app.widgets import ELBO_HELP, guard, nll_references
 from vae_core.export import labelled_grid
 from vae_core.metrics import ELBO_ESTIMATOR, elbo_means, iwae_cost, iwae_nll, rank_typicality
@@ -139,7 +139,7 @@ with left:
 with right:
     gallery(ranking.least_typical, f"{shown} least typical (highest −ELBO, nats)")
 
-fig = figures.typicality_histogram(
+fig = charts.typicality_histogram(
     scores,
     typical_edge=scores[ranking.most_typical[-1]],
     unusual_edge=scores[ranking.least_typical[-1]],

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from vae_app import figures, state
+from vae_app import charts, state
 from vae_app.widgets import guard, show_images
 from vae_core.geometry import aggregate_gaussian, dims_by_kl, mu_histograms
 from vae_core.inference import prior_samples, sample_aggregate
@@ -54,12 +54,12 @@ left, right = st.columns(2, gap="large")
 with left:
     st.subheader("KL per dimension")
     st.plotly_chart(
-        figures.kl_bars(kl, dims=shown, is_active=is_active), width="stretch", key="health_kl_chart"
+        charts.kl_bars(kl, dims=shown, is_active=is_active), width="stretch", key="health_kl_chart"
     )
     st.caption("Blue bars are active dimensions, grey ones inactive. The bars add up to the total KL.")
 with right:
     st.subheader("Active units")
-    fig = figures.active_unit_bars(
+    fig = charts.active_unit_bars(
         active.variances, threshold=active.threshold, dims=shown, is_active=is_active
     )
     st.plotly_chart(fig, width="stretch", key="health_au_chart")
@@ -77,7 +77,7 @@ st.caption(
 )
 hists = mu_histograms(atlas.mu, dims=order[:MAX_HISTOGRAMS], bins=40)
 st.plotly_chart(
-    figures.mu_histogram_grid(hists, kl=kl, is_active=is_active), width="stretch", key="health_hist_chart"
+    charts.mu_histogram_grid(hists, kl=kl, is_active=is_active), width="stretch", key="health_hist_chart"
 )
 if d > MAX_HISTOGRAMS:
     st.caption(f"Showing the {MAX_HISTOGRAMS} most informative of {d} dimensions.")

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from vae_app import figures, state, widgets
+from vae_app import charts, figures, state, widgets
 from vae_core.geometry import interpolate, log_prior
 from vae_core.imaging import gif_bytes, png_bytes, strip, to_pil, upscale
 from vae_core.inference import interpolation_path
@@ -118,7 +118,7 @@ logp_col, info_col = st.columns([2, 1], gap="large")
 with logp_col:
     other = "linear" if method == "slerp" else "slerp"
     other_logp = log_prior(interpolate(path.z[0], path.z[-1], steps=steps, method=other))
-    fig = figures.path_log_prior(path.t, path.log_prior, other_logp, names=(METHODS[method], METHODS[other]))
+    fig = charts.path_log_prior(path.t, path.log_prior, other_logp, names=(METHODS[method], METHODS[other]))
     st.plotly_chart(fig, width="stretch", key="interp_log_prior")
 with info_col:
     st.metric("Distance between the codes ‖μ_B − μ_A‖", f"{path.distance:.2f}")

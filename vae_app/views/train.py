@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from vae_app import figures, state, train_form, train_run
+from vae_app import charts, figures, state, train_form, train_run
 from vae_app.widgets import guard, show_images
 from vae_core.datasets import available_offline
 from vae_core.geometry import timeline_projection
@@ -61,7 +61,7 @@ def draw_results(snap: RunSnapshot, class_names: tuple[str, ...]) -> None:
         cols[1].metric("Test −ELBO (nats)", f"{last['val_total']:.1f}", delta=delta, delta_color="inverse")
         cols[2].metric("Test KL (nats)", f"{last['val_kl']:.1f}")
         cols[3].metric("Images per second", f"{last['images_per_second']:,.0f}")
-        st.plotly_chart(figures.loss_curves(snap.history), key="train_chart")
+        st.plotly_chart(charts.loss_curves(snap.history), key="train_chart")
     if snap.reconstructions is not None and snap.originals is not None:
         show_images(
             np.concatenate([snap.originals, snap.reconstructions]),
