@@ -20,10 +20,12 @@ from vae_core.atlas import (
     layout_codes,
     parse_atlas,
 )
-from vae_core.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from vae_core.checkpoints import load_checkpoint
 from vae_core.config import ModelConfig
 from vae_core.inference import encode
 from vae_core.metrics import ELBO_ESTIMATOR, per_image_elbo
+from vae_core.safeload import CheckpointError
+from vae_core.saving import save_checkpoint
 
 
 def clusters(n_per: int = 40, d: int = 6, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

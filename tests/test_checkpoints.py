@@ -20,12 +20,12 @@ from vae_core.checkpoints import (
     list_checkpoints,
     load_checkpoint,
     read_info,
-    save_checkpoint,
 )
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.model import VAE
 from vae_core.naming import checkpoint_path, sanitize_name
 from vae_core.safeload import CheckpointError
+from vae_core.saving import save_checkpoint
 
 CONFIGS = [
     ModelConfig(arch="mlp", latent_dim=2, hidden=(32,)),

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_core import datasets as data_module
+from vae_core import torchvision_files as data_module
 from vae_core.datasets import (
     DATASETS,
     DatasetSplits,
@@ -22,10 +22,10 @@ from vae_core.datasets import (
     available_offline,
     dataset_info,
     default_data_root,
-    folder_test_size,
     load_dataset,
     to_float,
 )
+from vae_core.folders import folder_test_size
 from vae_core.preprocess import prepare_image
 
 MNIST_FILES = (

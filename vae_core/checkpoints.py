@@ -1,4 +1,4 @@
-"""Save and load self-describing VAE checkpoints: the format, its parsing, and safe names.
+"""Self-describing VAE checkpoints: the format, and loading it field by field.
 
 A checkpoint is one ``torch.save`` zip file holding a dict of plain values and tensors
 only: format version, model and train configs, dataset name and preprocessing, class
@@ -8,30 +8,25 @@ analysis pages work with no dataset on disk), the atlas of that sample (codes, p
 package version, the creation time and the state dict.
 
 Reading goes through ``safeload`` (a pickle scan, then ``weights_only=True``); this module
-checks every field before a model is built. Saving goes through a temporary file in the
-same folder and ``os.replace``, so a crash never leaves half a checkpoint or destroys the
-previous one.
+checks every field before a model is built. ``saving`` writes the format (atomically),
+``naming`` turns a user's text into a safe file name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO, NamedTuple
 
 import torch
 
-import vae_core
-from vae_core.atlas import Atlas, atlas_payload, parse_atlas
+from vae_core.atlas import Atlas, parse_atlas
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.model import VAE
 from vae_core.safeload import CheckpointError, Meta, first_line, read_payload
-from vae_core.timeline import Timeline, parse_timeline, timeline_payload
+from vae_core.timeline import Timeline, parse_timeline
 
 FORMAT = "vae-explorer-checkpoint"
 FORMAT_VERSION = 1
@@ -101,9 +96,9 @@ class CheckpointInfo:
             parts.append(cfg.likelihood)
         parts.append(f"z={cfg.latent_dim}")
         parts.append(f"{self.epochs} epoch" + ("" if self.epochs == 1 else "s"))
-        if _is_number(self.metrics.get("test_total")):
+        if is_number(self.metrics.get("test_total")):
             parts.append(f"test ELBO {self.metrics['test_total']:.1f}")
-        if _is_number(self.metrics.get("test_nll")):
+        if is_number(self.metrics.get("test_nll")):
             parts.append(f"NLL {self.metrics['test_nll']:.1f}")
         return " · ".join(parts)
 
@@ -146,188 +141,6 @@ class CheckpointListing(NamedTuple):
     bad: list[BadCheckpoint]
 
 
-def save_checkpoint(
-    path: str | os.PathLike[str],
-    *,
-    model: VAE,
-    train_config: TrainConfig | None,
-    dataset: str,
-    history: Iterable[Mapping[str, Any]],
-    preprocessing: str = "",
-    class_names: Iterable[str] = (),
-    metrics: Mapping[str, float] | None = None,
-    sample: Sample | tuple[torch.Tensor, torch.Tensor] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    atlas: Atlas | None = None,
-    timeline: Timeline | None = None,
-) -> Path:
-    """Write a self-describing checkpoint atomically.
-
-    The payload goes to a temporary file in the destination folder, is flushed and
-    fsynced, then renamed over ``path`` with ``os.replace``. On any failure the temporary
-    file is removed and a previous file at ``path`` is left as it was.
-
-    Args:
-        path: Destination file; parent folders are created.
-        model: The VAE; its state dict is copied to the CPU.
-        train_config: How it was trained, or None (e.g. an imported model).
-        dataset: Dataset name, e.g. ``"mnist"``.
-        history: One dict of numbers per epoch (``training.fit``'s history).
-        preprocessing: How raw images became model inputs, in words.
-        class_names: One name per label.
-        metrics: Test results in nats, e.g. ``test_total``, ``test_nll``.
-        sample: uint8 images (N, C, H, W) matching the model's image shape and integer
-            labels (N,), stored so the app works without the dataset.
-        extra: Plain values only (str, int, float, bool, None, lists, dicts), e.g.
-            split sizes, seed, ``shipped``.
-        atlas: The sample's atlas (``atlas.build_atlas`` on the sample's images); needs ``sample``.
-        timeline: The training timeline (``timeline.TimelineRecorder.timeline()``).
-
-    Returns:
-        The path written.
-
-    Raises:
-        ValueError: An argument cannot be stored safely (wrong type, non-finite weights,
-            a sample that does not match the model).
-    """
-    if not isinstance(model, VAE):
-        raise ValueError(f"model must be a vae_core VAE, got {type(model).__name__}")
-    if train_config is not None and not isinstance(train_config, TrainConfig):
-        raise ValueError(f"train_config must be a TrainConfig or None, got {type(train_config).__name__}")
-    if not isinstance(dataset, str) or not dataset:
-        raise ValueError(f"dataset must be a non-empty name, got {dataset!r}")
-    if not isinstance(preprocessing, str):
-        raise ValueError(f"preprocessing must be a string, got {type(preprocessing).__name__}")
-    names = tuple(class_names)
-    if not all(isinstance(n, str) for n in names):
-        raise ValueError(f"class_names must all be strings, got {names!r}")
-    rows = [_plain(dict(row), where=f"history[{i}]") for i, row in enumerate(history)]
-    state_dict = {key: value.detach().to("cpu") for key, value in model.state_dict().items()}
-    bad = _first_non_finite(state_dict)
-    if bad is not None:
-        raise ValueError(f"refusing to save: weight {bad!r} contains NaN or inf (did training diverge?)")
-    if atlas is not None and (sample is None or len(atlas) != len(sample[0])):
-        raise ValueError("an atlas must describe the bundled sample: pass the sample it was built on")
-    payload: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "package_version": vae_core.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model_config": model.config.to_dict(),
-        "train_config": None if train_config is None else train_config.to_dict(),
-        "dataset": dataset,
-        "preprocessing": preprocessing,
-        "class_names": list(names),
-        "history": rows,
-        "metrics": _plain_metrics(metrics),
-        "extra": _plain(dict(extra or {}), where="extra"),
-        "sample": _sample_payload(sample, image_shape=model.config.image_shape),
-        "atlas": atlas_payload(atlas),
-        "timeline": timeline_payload(timeline),
-        "state_dict": state_dict,
-    }
-    return _atomic_save(Path(path), payload)
-
-
-def _atomic_save(path: Path, payload: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target, so os.replace is an atomic rename on one filesystem; the
-    # leading dot and .tmp suffix keep it out of list_checkpoints.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_folder(path.parent)
-    return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Persist the rename itself (POSIX); best effort, some filesystems refuse it.
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _plain(value: Any, *, where: str) -> Any:
-    """Return ``value`` as plain Python types a ``weights_only`` load accepts, or raise ValueError."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, PurePath):
-        return str(value)
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{where} keys must be strings, got {key!r}")
-            out[key] = _plain(item, where=f"{where}[{key!r}]")
-        return out
-    if isinstance(value, (list, tuple)):
-        items = [_plain(item, where=f"{where}[{i}]") for i, item in enumerate(value)]
-        return tuple(items) if isinstance(value, tuple) else items
-    # numpy scalars and one-element tensors (a loss after .detach()) become Python numbers.
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        return _plain(value.item(), where=where)
-    raise ValueError(
-        f"{where} must hold only plain values (str, int, float, bool, None, lists, dicts), "
-        f"got {type(value).__name__}"
-    )
-
-
-def _plain_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | int]:
-    out = _plain(dict(metrics or {}), where="metrics")
-    for key, value in out.items():
-        if not _is_number(value):
-            raise ValueError(f"metrics[{key!r}] must be a number, got {value!r}")
-    return out
-
-
-def _sample_payload(
-    sample: Sample | tuple[torch.Tensor, torch.Tensor] | None, *, image_shape: tuple[int, int, int]
-) -> dict[str, torch.Tensor] | None:
-    if sample is None:
-        return None
-    if not isinstance(sample, tuple) or len(sample) != 2:
-        raise ValueError("sample must be Sample(images, labels) or None")
-    images, labels = sample
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
-        raise ValueError("sample images must be a uint8 tensor (N, C, H, W) in [0, 255]")
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
-        raise ValueError(
-            f"sample images must be (N, {', '.join(map(str, image_shape))}) to match the model, "
-            f"got {tuple(images.shape)}"
-        )
-    if (
-        not isinstance(labels, torch.Tensor)
-        or labels.dtype.is_floating_point
-        or labels.dtype.is_complex
-        or labels.dtype == torch.bool
-        or labels.shape != (images.shape[0],)
-    ):
-        raise ValueError(f"sample labels must be an integer tensor of shape ({images.shape[0]},)")
-    # clone(): a slice of a larger tensor would otherwise save the whole underlying storage.
-    return {
-        "images": images.detach().to("cpu").contiguous().clone(),
-        "labels": labels.detach().to("cpu", torch.int64).contiguous().clone(),
-    }
-
-
 def load_checkpoint(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO,
     *,
@@ -351,7 +164,7 @@ def load_checkpoint(
     payload, meta = read_payload(source, mmap=False)
     info, state_dict, sample, atlas, timeline = _parse(payload, meta)
     label = meta.label
-    bad = _first_non_finite(state_dict)
+    bad = first_non_finite(state_dict)
     if bad is not None:
         raise CheckpointError(f"{label}: contains NaN/inf weights (in {bad!r}); the training run diverged")
     model = VAE(info.model_config)
@@ -472,7 +285,7 @@ def _parse(payload: Any, meta: Meta) -> _Parsed:
         raise fail("class_names must be a list of strings")
     if not isinstance(history, (list, tuple)) or not all(isinstance(row, dict) for row in history):
         raise fail("history must be a list of dicts, one per epoch")
-    if not isinstance(metrics, dict) or not all(_is_number(v) for v in metrics.values()):
+    if not isinstance(metrics, dict) or not all(is_number(v) for v in metrics.values()):
         raise fail("metrics must be a dict of numbers")
     if not isinstance(extra, dict):
         raise fail("extra must be a dict")
@@ -588,12 +401,12 @@ def _few(keys: list[str], limit: int = 5) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def _first_non_finite(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+def first_non_finite(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     for key, value in state_dict.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             return key
     return None
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
