@@ -27,20 +27,22 @@ from vae_core.export import (
     traversal_sheet,
 )
 from vae_core.geometry import dims_by_kl, mu_histograms, standard_normal_pdf, traversal_ranges
-from vae_core.imaging import to_uint8
-from vae_core.inference import encode, traversal
-from vae_core.metrics import (
-    LITERATURE_NLL,
+from vae_core.health import (
     active_units,
     active_units_of,
-    decode_seconds,
-    elbo_means,
-    evaluate_elbo,
-    iwae_cost,
     kl_per_dimension,
     kl_per_dimension_of,
     latent_health,
     latent_health_of,
+)
+from vae_core.imaging import to_uint8
+from vae_core.inference import encode, traversal
+from vae_core.metrics import (
+    LITERATURE_NLL,
+    decode_seconds,
+    elbo_means,
+    evaluate_elbo,
+    iwae_cost,
     model_summary,
     model_summary_of,
     per_image_elbo,

@@ -6,17 +6,9 @@ import torch
 
 from tests.helpers import random_splits, tiny_model
 from vae_core.config import ModelConfig, TrainConfig
+from vae_core.health import active_units, collapse_warnings, kl_per_dimension
 from vae_core.losses import kl_divergence
-from vae_core.metrics import (
-    active_units,
-    collapse_warnings,
-    elbo_breakdown,
-    evaluate_elbo,
-    iwae_nll,
-    kl_per_dimension,
-    per_image_elbo,
-    percentile_of,
-)
+from vae_core.metrics import elbo_breakdown, evaluate_elbo, iwae_nll, per_image_elbo, percentile_of
 from vae_core.training import fit
 
 
@@ -108,7 +100,7 @@ def test_evaluate_elbo_is_the_mean_of_the_per_image_scores(trained):
 
 
 def test_collapse_warning_names_the_remedies():
-    from vae_core.metrics import ActiveUnits
+    from vae_core.health import ActiveUnits
 
     collapsed = collapse_warnings(np.array([0.01, 0.02]), ActiveUnits(0, np.zeros(2), 0.01))
     assert collapsed and "warm-up" in collapsed[0] and "beta" in collapsed[0]

@@ -18,8 +18,8 @@ from tests.helpers import random_splits, tiny_model
 from vae_core.bundle import evaluation_sample, save_trained
 from vae_core.checkpoints import load_checkpoint
 from vae_core.config import ModelConfig, TrainConfig
+from vae_core.health import active_units_of, kl_per_dimension_of
 from vae_core.inference import encode
-from vae_core.metrics import active_units_of, kl_per_dimension_of
 from vae_core.saving import save_checkpoint
 from vae_core.training import fit
 

@@ -26,9 +26,10 @@ from vae_core.checkpoints import LoadedCheckpoint, list_checkpoints, load_checkp
 from vae_core.datasets import DatasetUnavailable, load_dataset
 from vae_core.export import export_zip, latents_csv, projector_payload, traversal_gif, traversal_sheet
 from vae_core.geometry import dims_by_kl, timeline_projection, traversal_ranges
+from vae_core.health import kl_per_dimension_of
 from vae_core.imaging import gif_bytes, image_grid, png_bytes, scatter_frames
 from vae_core.inference import manifold_grid, traversal
-from vae_core.metrics import decode_seconds, kl_per_dimension_of
+from vae_core.metrics import decode_seconds
 from vae_core.model import VAE
 from vae_core.preprocess import PreparedImage, prepare_image
 from vae_core.timeline import Timeline

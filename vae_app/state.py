@@ -19,9 +19,10 @@ import torch
 
 from vae_app import cache
 from vae_core.atlas import Atlas, build_atlas
-from vae_core.checkpoints import CheckpointError, LoadedCheckpoint
+from vae_core.checkpoints import LoadedCheckpoint
 from vae_core.datasets import default_data_root
 from vae_core.metrics import ELBO_ESTIMATOR
+from vae_core.safeload import CheckpointError
 from vae_core.timeline import Timeline
 
 ROOT = Path(__file__).resolve().parents[1]

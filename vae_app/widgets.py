@@ -14,12 +14,13 @@ from PIL import Image
 
 from vae_app import cache, charts, figures, state
 from vae_core.atlas import Atlas
-from vae_core.checkpoints import CheckpointError, LoadedCheckpoint
+from vae_core.checkpoints import LoadedCheckpoint
 from vae_core.datasets import DatasetUnavailable
 from vae_core.imaging import image_grid, png_bytes, to_pil, upscale
 from vae_core.metrics import ELBO_ESTIMATOR, LITERATURE_NLL, Verdict
 from vae_core.model import VAE
 from vae_core.preprocess import IMAGE_SUFFIXES, MAX_UPLOAD_BYTES, ImageError, PreparedImage
+from vae_core.safeload import CheckpointError
 
 ELBO_HELP = (
     f"−ELBO per image, the same estimate on every page: {ELBO_ESTIMATOR}. Lower means better explained."

@@ -15,7 +15,8 @@ from vae_core.atlas import build_atlas
 from vae_core.checkpoints import Sample
 from vae_core.config import TrainConfig
 from vae_core.datasets import DatasetSplits
-from vae_core.metrics import active_units, evaluate_elbo, iwae_nll
+from vae_core.health import active_units
+from vae_core.metrics import evaluate_elbo, iwae_nll
 from vae_core.model import VAE
 from vae_core.saving import save_checkpoint
 from vae_core.timeline import Timeline

@@ -248,7 +248,7 @@ def dims_by_kl(kl: np.ndarray, *, top: int | None = None) -> np.ndarray:
     """Return latent dimensions ordered by KL, most informative first (ties keep index order).
 
     Args:
-        kl: KL per dimension (D,), e.g. from ``metrics.kl_per_dimension``.
+        kl: KL per dimension (D,), e.g. from ``health.kl_per_dimension``.
         top: keep only this many (None: all).
 
     Returns:

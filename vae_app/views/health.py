@@ -6,8 +6,8 @@ import streamlit as st
 from vae_app import charts, state
 from vae_app.widgets import guard, show_images
 from vae_core.geometry import aggregate_gaussian, dims_by_kl, mu_histograms
+from vae_core.health import latent_health_of
 from vae_core.inference import prior_samples, sample_aggregate
-from vae_core.metrics import latent_health_of
 
 MAX_HISTOGRAMS = 16
 SAMPLES = 32
