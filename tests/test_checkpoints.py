@@ -6,12 +6,16 @@ import builtins
 import io
 import os
 import pickle
+import resource
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
 import vae_core
+from tests.crafted import deflate_bomb, real_checkpoint, stride0_checkpoint
 from vae_core import safeload
 from vae_core.checkpoints import (
     FORMAT_VERSION,
@@ -192,6 +196,64 @@ def test_save_refuses_nan_weights(tmp_path):
         save_checkpoint(tmp_path / "m.pt", model=model, train_config=None, dataset="mnist", history=[])
 
 
+def _state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k].cpu()) for k in a)
+
+
+@pytest.mark.parametrize("hard_links", [True, False], ids=["link", "no-hard-links"])
+def test_two_savers_racing_for_one_name_exactly_one_wins(tmp_path, monkeypatch, hard_links):
+    # Issue 12, F4: both sessions passed the name check, then both wrote; the second silently replaced
+    # the first. Now the name is claimed when the file is published: one save wins, the other is told.
+    import threading
+
+    from vae_core import saving
+
+    if not hard_links:  # a filesystem that refuses link(2): the exclusive-create fallback
+        monkeypatch.setattr(saving.os, "link", lambda *a: (_ for _ in ()).throw(PermissionError("no links")))
+    both_written = threading.Barrier(2, timeout=30)
+    publish = saving._publish_exclusive
+
+    def publish_together(tmp_name, path):
+        both_written.wait()  # each saver passed the early check and wrote its temporary file
+        publish(tmp_name, path)
+
+    monkeypatch.setattr(saving, "_publish_exclusive", publish_together)
+    target = tmp_path / "race.pt"
+    models = {seed: _model(CONFIGS[0], seed) for seed in (1, 2)}
+    outcome: dict[int, object] = {}
+
+    def save(seed: int) -> None:
+        try:
+            outcome[seed] = save_checkpoint(
+                target, model=models[seed], train_config=None, dataset="mnist", history=[], overwrite=False
+            )
+        except CheckpointExists as exc:
+            outcome[seed] = exc
+
+    threads = [threading.Thread(target=save, args=(seed,)) for seed in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    winners = [seed for seed, result in outcome.items() if result == target]
+    losers = [result for result in outcome.values() if isinstance(result, CheckpointExists)]
+    assert len(winners) == 1 and len(losers) == 1, outcome
+    assert "name taken" in str(losers[0]) and "nothing was overwritten" in str(losers[0])
+    assert _state_equal(load_checkpoint(target).model.state_dict(), models[winners[0]].state_dict())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race.pt"]  # no temporary file left behind
+
+
+def test_a_save_that_may_not_overwrite_keeps_the_existing_file(tmp_path):
+    target = tmp_path / "kept.pt"
+    first = _save(target, seed=1)
+    with pytest.raises(CheckpointExists, match="name taken"):
+        _save(target, seed=2, overwrite=False)
+    assert _state_equal(load_checkpoint(target).model.state_dict(), first.state_dict())
+    second = _save(target, seed=2, overwrite=True)
+    assert _state_equal(load_checkpoint(target).model.state_dict(), second.state_dict())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pt"]
+
+
 class _Exec:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -350,9 +412,9 @@ def test_nan_weights_are_refused_on_load(tmp_path):
 def test_files_over_the_size_limit_are_refused_before_reading(tmp_path, monkeypatch):
     path = tmp_path / "m.pt"
     _save(path)
-    monkeypatch.setattr(safeload, "MAX_CHECKPOINT_BYTES", 1000)
+    monkeypatch.setenv("VAE_MAX_CHECKPOINT_MB", "0.001")  # about 1 KB
     for source in (path, path.read_bytes(), io.BytesIO(path.read_bytes())):
-        with pytest.raises(CheckpointError, match="larger than the"):
+        with pytest.raises(CheckpointError, match=r"more than the limit of 0\.001 MB.*VAE_MAX_CHECKPOINT_MB"):
             load_checkpoint(source)
 
 
@@ -464,3 +526,128 @@ def test_list_checkpoints_separates_good_and_bad_files(tmp_path):
     assert [bad.path.name for bad in listing.bad] == ["c-bad.pt"]
     assert "not a vae-explorer checkpoint" in listing.bad[0].reason
     assert list_checkpoints(tmp_path / "missing") == ([], [])
+
+
+# Issue 12, F2: files of a few KB or MB that asked for gigabytes. Each is refused with a clear
+# message within a second, before the model is built or the archive unpacked, memory unchanged.
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def _refused_quickly(source, match: str) -> None:
+    before, started = _maxrss_mb(), time.perf_counter()
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(source)
+    assert time.perf_counter() - started < 1.0
+    assert _maxrss_mb() - before < 100, "the refusal must not allocate what the file claims"
+
+
+@pytest.mark.parametrize(
+    "config", [{"hidden": (10**6,)}, {"hidden": (10**7,)}, {"latent_dim": 10**7}, {"latent_dim": 10**5}]
+)
+def test_a_few_kb_of_stride0_weights_with_a_huge_config_is_refused(tmp_path, config):
+    # F2 (a): the 5 KB file whose model then allocated 6.3 GB (or raised an uncaught RuntimeError).
+    path = stride0_checkpoint(tmp_path / "huge.pt", **config)
+    assert path.stat().st_size < 20_000
+    for source in (path, path.read_bytes(), io.BytesIO(path.read_bytes())):
+        _refused_quickly(source, r"is a view \(shape .*strides \(0")
+    with pytest.raises(CheckpointError, match="is a view"):
+        read_info(path)
+    assert [bad.path.name for bad in list_checkpoints(tmp_path).bad] == ["huge.pt"]
+
+
+def test_a_config_past_the_limits_is_refused_before_the_weights_are_looked_at(tmp_path):
+    path = tmp_path / "wide.pt"
+    real_checkpoint(path)
+    _rewrite(path, path, lambda p: p["model_config"].update(latent_dim=10**7))
+    _refused_quickly(path, r"too large for this machine: latent_dim asks for 10,000,000 .*VAE_MAX_LATENT_DIM")
+
+
+def test_a_model_within_raised_limits_loads(tmp_path, monkeypatch):
+    path = tmp_path / "big.pt"
+    _save(path, ModelConfig(arch="mlp", latent_dim=2, hidden=(64,)))
+    monkeypatch.setenv("VAE_MAX_WIDTH", "32")
+    with pytest.raises(CheckpointError, match="VAE_MAX_WIDTH"):
+        load_checkpoint(path)
+    monkeypatch.setenv("VAE_MAX_WIDTH", "64")
+    assert load_checkpoint(path).model.config.hidden == (64,)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda w: w.t().contiguous().t(),
+            r"'encoder.1.weight'\] is a view \(shape \(32, 784\), strides \(1, 32\)",
+        ),
+        (lambda w: torch.zeros(2 * w.numel())[: w.numel()].view(w.shape), "storage holds 200,704 bytes"),
+        (lambda w: torch.zeros(w.numel() + 1)[1:].view(w.shape), r"'encoder.1.weight'\] is a view"),
+        (lambda w: w.to(torch.int32), "weight encoder.1.weight is torch.int32, not a floating-point type"),
+    ],
+    ids=["transposed", "slice-of-a-larger-storage", "offset", "integer"],
+)
+def test_each_weight_must_be_a_plain_float_block_of_its_own(tmp_path, change, match):
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    _save(good)
+    _rewrite(
+        good,
+        bad,
+        lambda p: p["state_dict"].update({"encoder.1.weight": change(p["state_dict"]["encoder.1.weight"])}),
+    )
+    _refused_quickly(bad, match)
+
+
+def test_a_bundled_sample_that_claims_more_than_it_stores_is_refused(tmp_path):
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    real_checkpoint(good)
+    expanded = torch.zeros(1, dtype=torch.uint8).expand(10**6, 1, 28, 28)
+    _rewrite(
+        good, bad, lambda p: p["sample"].update(images=expanded, labels=torch.zeros(10**6, dtype=torch.int64))
+    )
+    _refused_quickly(bad, r"sample\['images'\] is a view")
+
+
+def test_a_deflate_bomb_is_refused_before_anything_is_unpacked(tmp_path):
+    # F2 (b): a 3.2 MB file holding a 3 GiB deflated storage entry, which torch.load unpacked first.
+    bomb = deflate_bomb(real_checkpoint(tmp_path / "ok.pt"), tmp_path / "bomb.pt", gib=3)
+    assert bomb.stat().st_size < 5 * 1024**2
+    with zipfile.ZipFile(bomb) as archive:
+        assert max(i.file_size for i in archive.infolist()) == 3 * 1024**3
+    message = r"bomb.pt: its entry 'archive/data/\d+' unpacks to 3,072 MB, more than the limit of 1,024 MB.*VAE_MAX_UNPACKED_MB"
+    _refused_quickly(bomb, message)
+    for source in (bomb.read_bytes(), io.BytesIO(bomb.read_bytes())):
+        _refused_quickly(source, "unpacks to 3,072 MB")
+    with pytest.raises(CheckpointError, match="unpacks to"):
+        read_info(bomb)
+
+
+def test_entries_that_unpack_past_the_limit_only_together_are_refused(tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    _save(path)
+    with zipfile.ZipFile(path) as archive:
+        sizes = [i.file_size for i in archive.infolist()]
+    monkeypatch.setenv("VAE_MAX_UNPACKED_MB", str((max(sizes) + 1) / 1024**2))
+    with pytest.raises(CheckpointError, match="its entries unpack in all to .*VAE_MAX_UNPACKED_MB"):
+        load_checkpoint(path)
+    monkeypatch.setenv("VAE_MAX_UNPACKED_MB", str(sum(sizes) / 1024**2))
+    assert load_checkpoint(path).info.name == "m"
+
+
+def test_a_file_that_breaks_the_reader_in_another_way_is_listed_as_unreadable(tmp_path, monkeypatch):
+    from vae_core import checkpoints
+
+    _save(tmp_path / "fine.pt")
+    real = checkpoints.read_info
+
+    def flaky(path):
+        if Path(path).name == "odd.pt":
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: not enough memory")
+        return real(path)
+
+    _save(tmp_path / "odd.pt")
+    monkeypatch.setattr(checkpoints, "read_info", flaky)
+    listing = list_checkpoints(tmp_path)
+    assert [i.name for i in listing.good] == ["fine"]
+    assert listing.bad[0].reason.startswith("odd.pt: could not be read (RuntimeError: [enforce fail")

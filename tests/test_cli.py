@@ -1,9 +1,16 @@
 """The command line: train, eval and list, on the offline digits source and the shared MNIST."""
 
+import shutil
 from pathlib import Path
 
-from vae_core.checkpoints import load_checkpoint
+import pytest
+
+from tests.crafted import deflate_bomb, real_checkpoint, stride0_checkpoint
+from tests.helpers import tiny_model
+from vae_core import cli
+from vae_core.checkpoints import load_checkpoint, read_info
 from vae_core.cli import SHIPPED, main
+from vae_core.saving import save_checkpoint
 
 
 def test_train_then_eval_then_list_on_digits(tmp_path: Path, capsys):
@@ -115,3 +122,210 @@ def test_cli_trains_a_conv_vae_on_the_shared_mnist(mnist_root: Path, tmp_path: P
         info.metrics["test_total"] < 550
     )  # one short epoch already beats a uniform decoder (784 ln 2 = 543)
     assert info.extra["train_images"] == 1000 and info.extra["test_images"] == 10_000
+
+
+def _train_args(out: Path | None, *extra: str) -> list[str]:
+    args = ["train", "--dataset", "digits", "--arch", "mlp", "--latent-dim", "2", "--hidden", "16"]
+    args += ["--epochs", "1", "--nll-k", "0", "--device", "cpu", *extra]
+    return args + (["--out", str(out)] if out is not None else [])
+
+
+def _no_training(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "fit", lambda *a, **k: calls.append("fit") or pytest.fail("trained"))
+    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: calls.append("load") or pytest.fail("read data"))
+    return calls
+
+
+def _shipped_file(path: Path) -> Path:
+    save_checkpoint(
+        path, model=tiny_model(), train_config=None, dataset="mnist", history=[], extra={"shipped": True}
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "a folder",
+        "under /proc",
+        "a new folder under /proc",
+        "a file as folder",
+        "shipped name",
+        "shipped file",
+    ],
+)
+def test_a_bad_out_is_refused_before_training(tmp_path: Path, capsys, monkeypatch, case: str):
+    # Issue 12, F7: `train --out /proc/x.pt` (or a folder) trained and evaluated fully, then died with a
+    # traceback and lost the model. Now the path is checked first: exit 2, a clear line, nothing trained.
+    (tmp_path / "plain-file").write_text("not a folder")
+    out, expected = {
+        "a folder": (tmp_path, "is a folder"),
+        "under /proc": (Path("/proc/x.pt"), "cannot write a file in /proc"),
+        "a new folder under /proc": (Path("/proc/new-folder/x.pt"), "cannot create the folder"),
+        "a file as folder": (tmp_path / "plain-file" / "x.pt", "cannot create the folder"),
+        "shipped name": (tmp_path / "digits-mlp-8.pt", "shipped with the app"),
+        "shipped file": (_shipped_file(tmp_path / "mine.pt"), "shipped with the app"),
+    }[case]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    calls = _no_training(monkeypatch)
+    assert main(_train_args(out)) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and expected in captured.err, captured.err
+    assert "Traceback" not in captured.err and "epoch" not in captured.out
+    assert calls == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no probe or partial file left
+
+
+@pytest.mark.parametrize("failure", ["folder removed", "name taken meanwhile"])
+def test_a_write_failure_after_training_saves_to_a_fallback(
+    tmp_path: Path, capsys, monkeypatch, failure: str
+):
+    # The output was fine before training and fails after it: the trained model goes to a fallback path.
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    out = tmp_path / "sub" / "model.pt"
+    real_fit = cli.fit
+
+    def fit_then_break(*args, **kwargs):
+        result = real_fit(*args, **kwargs)
+        if failure == "folder removed":
+            shutil.rmtree(out.parent)
+            out.parent.write_text("the folder became a file")
+        else:
+            _shipped_file(out)  # another process saved under the name meanwhile
+        return result
+
+    monkeypatch.setattr(cli, "fit", fit_then_break)
+    taken = None if failure == "folder removed" else "taken"
+    code = main(_train_args(out))
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"error: could not write {out}" in err and "saved the trained model to" in err
+    saved = list(here.glob("model-*.pt"))
+    assert len(saved) == 1 and str(saved[0]) in err
+    loaded = load_checkpoint(saved[0])
+    assert loaded.info.epochs == 1 and loaded.info.dataset == "digits"
+    if taken:
+        assert "name taken" in err and read_info(out).shipped  # the other file is left as it was
+
+
+def test_the_default_out_never_replaces_a_file_or_takes_a_shipped_name(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    chosen: list[Path] = []
+    monkeypatch.setattr(cli, "_train", lambda *a, out, **k: chosen.append(out) or out)
+    args = ["train", "--dataset", "digits", "--arch", "mlp", "--latent-dim", "8", "--hidden", "16"]
+    assert main(args) == 0
+    assert chosen[-1] == Path("checkpoints/digits-mlp-8-2.pt")  # digits-mlp-8 is a shipped model's name
+    Path("checkpoints/digits-mlp-3.pt").write_bytes(b"someone's model")
+    assert main([*args[:-3], "3", *args[-2:]]) == 0
+    assert chosen[-1] == Path("checkpoints/digits-mlp-3-2.pt")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "x.pt", "-k", "-5"],
+        ["eval", "x.pt", "--images", "-5"],
+        ["eval", "x.pt", "--images", "0"],
+        ["eval", "x.pt", "--seed", "-1"],
+        *(
+            ["train", flag, value]
+            for flag, value in [
+                ("--epochs", "-1"),
+                ("--epochs", "0"),
+                ("--batch-size", "-128"),
+                ("--latent-dim", "-2"),
+                ("--hidden", "-5"),
+                ("--channels", "0"),
+                ("--kl-warmup", "-1"),
+                ("--nll-k", "-5"),
+                ("--nll-images", "-5"),
+                ("--max-train-images", "-1"),
+                ("--seed", "-1"),
+            ]
+        ),
+    ],
+    ids=lambda argv: " ".join(argv[:1] + argv[-2:]),
+)
+def test_negative_counts_are_refused(argv: list[str], capsys, monkeypatch):
+    # `-k -5` silently skipped the NLL and `eval --images -5` evaluated 292 of 297 images.
+    _no_training(monkeypatch)
+    monkeypatch.setattr(cli, "load_checkpoint", lambda *a, **k: pytest.fail("evaluated"))
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {argv[-2]}" in err and "or more, got" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "env"),
+    [
+        (["--arch", "mlp", "--hidden", "20000", "20000"], "VAE_MAX_WIDTH"),  # F1 from the command line
+        (["--arch", "conv", "--channels", "100000", "100000"], "VAE_MAX_CHANNELS"),
+        (["--arch", "mlp", "--hidden", "10000", "10000"], "VAE_MAX_PARAMETERS"),
+        (["--latent-dim", "100000"], "VAE_MAX_LATENT_DIM"),
+        (["--batch-size", "100000"], "VAE_MAX_BATCH"),
+        (["--arch", "conv", "--channels", "512", "512", "--batch-size", "4096"], "VAE_MAX_TRAIN_MEMORY_MB"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v),
+)
+def test_train_past_a_limit_is_refused_before_any_data_is_read(
+    tmp_path: Path, capsys, monkeypatch, flags, env
+):
+    calls = _no_training(monkeypatch)
+    out = tmp_path / "x.pt"
+    assert main(["train", "--dataset", "digits", *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "more than the limit of" in err and env in err, err
+    assert "Traceback" not in err and calls == [] and not out.exists()
+
+
+def test_a_raised_limit_lets_the_same_command_through(tmp_path: Path, capsys, monkeypatch):
+    calls = _no_training(monkeypatch)
+    monkeypatch.setenv("VAE_MAX_WIDTH", "20000")
+    monkeypatch.setenv("VAE_MAX_TRAIN_MEMORY_MB", "100000")
+    with pytest.raises(pytest.fail.Exception, match="read data"):
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--arch",
+                "mlp",
+                "--hidden",
+                "20000",
+                "--out",
+                str(tmp_path / "x.pt"),
+            ]
+        )
+    assert calls == ["load"]
+
+
+@pytest.mark.parametrize("kind", ["stride0-huge-config", "deflate-bomb"])
+def test_eval_and_list_refuse_crafted_files_with_a_message(tmp_path: Path, capsys, kind):
+    # F2: a traceback, or an allocation still running after 20 s.
+    if kind == "deflate-bomb":
+        path = deflate_bomb(real_checkpoint(tmp_path / "ok.pt"), tmp_path / "bad.pt", gib=3)
+        (tmp_path / "ok.pt").unlink()
+    else:
+        path = stride0_checkpoint(tmp_path / "bad.pt", hidden=(10**6,))
+    assert main(["eval", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad.pt: ") and "Traceback" not in err
+    assert main(["list", str(tmp_path)]) == 0
+    listed = capsys.readouterr().out
+    assert "bad.pt" in listed and "UNREADABLE" in listed, listed
+
+
+def test_eval_turns_any_loading_failure_into_an_error_line(tmp_path: Path, capsys, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: not enough memory\nmore")
+
+    monkeypatch.setattr(cli, "load_checkpoint", explode)
+    assert main(["eval", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'm.pt'}: could not be loaded (RuntimeError: [enforce fail")
+    assert err.endswith("not enough memory)\n")  # its first line only

@@ -374,3 +374,46 @@ def test_mangled_bytes_never_escape_as_pil_errors(position: int, length: int, se
     except ImageError:
         return
     assert_valid(prepared, (1, 28, 28))
+
+
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def greyscale_png(arr: np.ndarray, *, interlaced: bool = False, keep: float = 1.0) -> bytes:
+    """Return 8-bit greyscale ``arr`` (H, W) as a PNG, Adam7-interlaced if asked, with only the first ``keep``
+    of its scanline bytes in a complete zlib stream (a file that is short but not damaged)."""
+    passes = [arr[y0::dy, x0::dx] for x0, y0, dx, dy in ADAM7] if interlaced else [arr]
+    raw = b"".join(b"\x00" + row.tobytes() for part in passes if part.size for row in part)
+    raw = raw[: int(len(raw) * keep)]
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", arr.shape[1], arr.shape[0], 8, 0, 0, 0, int(interlaced))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_png_whose_data_stops_after_3_of_2000_rows_is_refused() -> None:
+    # Issue 12: the header claims 20000x2000, the data holds 3 rows; PIL decodes it as a blank image.
+    data = greyscale_png(np.full((2000, 20000), 255, dtype=np.uint8), keep=3 / 2000)
+    assert len(data) < 1000
+    Image.open(io.BytesIO(data)).load()  # PIL alone accepts it without a word
+    with pytest.raises(ImageError, match=r"truncated: its data holds 3 of the 2,000 rows"):
+        prepare_image(data)
+
+
+@pytest.mark.parametrize("interlaced", [False, True])
+def test_complete_pngs_pass_and_short_ones_do_not(interlaced: bool) -> None:
+    arr = np.random.default_rng(3).integers(0, 256, (37, 29), dtype=np.uint8)
+    whole = greyscale_png(arr, interlaced=interlaced)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(whole))), arr)
+    assert_valid(prepare_image(whole, style="plain"), (1, 28, 28))
+    with pytest.raises(ImageError, match="truncated"):
+        prepare_image(greyscale_png(arr, interlaced=interlaced, keep=0.9))

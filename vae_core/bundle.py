@@ -75,11 +75,13 @@ def save_trained(
     extra: dict | None = None,
     timeline: Timeline | None = None,
     on_progress: Callable[[float, str], None] | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Save ``model`` with its configs, history, test figures, data description, sample, atlas and timeline.
 
     The atlas of the evaluation sample (codes, per-image -ELBO, 2-D map) is computed here, so
-    the app opens the saved model's map without computing anything.
+    the app opens the saved model's map without computing anything. ``overwrite=False`` refuses
+    a name that exists when the file is written (``saving.save_checkpoint``: CheckpointExists).
     """
     info = {
         "train_images": len(data.train_x)
@@ -104,4 +106,5 @@ def save_trained(
         extra=info,
         atlas=atlas,
         timeline=timeline,
+        overwrite=overwrite,
     )

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import torch
 
+from vae_core import limits
 from vae_core.atlas import Atlas, parse_atlas
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.model import VAE
@@ -31,6 +32,7 @@ from vae_core.timeline import Timeline, parse_timeline
 FORMAT = "vae-explorer-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".pt"
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 class CheckpointExists(CheckpointError):
@@ -218,6 +220,9 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> CheckpointListing:
             good.append(read_info(path))
         except CheckpointError as err:
             bad.append(BadCheckpoint(path, str(err)))
+        except Exception as err:  # one hostile or broken file must not hide the others
+            reason = f"{path.name}: could not be read ({type(err).__name__}: {first_line(err)})"
+            bad.append(BadCheckpoint(path, reason))
     return CheckpointListing(good, bad)
 
 
@@ -255,12 +260,18 @@ def _parse(payload: Any, meta: Meta) -> _Parsed:
             f"made by a newer version of vae-explorer (format {version}{by}); "
             f"this app reads format {FORMAT_VERSION}; upgrade vae-explorer to open it"
         )
-    unplain = _find_unplain(payload)
+    try:
+        unplain = _find_unplain(payload)
+    except RecursionError:
+        unplain = "nesting, too deep to read"
     if unplain is not None:
         raise fail(f"not a vae-explorer checkpoint (unexpected {unplain})")
 
+    # The config is checked against the limits (vae_core.limits) before any model is built.
     try:
         model_config = ModelConfig.from_dict(payload.get("model_config"))
+    except limits.LimitError as err:
+        raise fail(f"its model is too large for this machine: {err}") from None
     except (ValueError, TypeError) as err:
         raise fail(f"invalid model config: {err}") from None
     raw_train = payload.get("train_config")
@@ -392,8 +403,8 @@ def _check_weights(state_dict: dict[str, torch.Tensor], config: ModelConfig, fai
         more = f"; and {len(wrong) - 3} more" if len(wrong) > 3 else ""
         raise fail(f"the weights do not fit the model config: {'; '.join(wrong[:3])}{more}")
     for key in expected:
-        if not state_dict[key].is_floating_point():
-            raise fail(f"weight {key} is {state_dict[key].dtype}, not floating point")
+        if state_dict[key].dtype not in WEIGHT_DTYPES:
+            raise fail(f"weight {key} is {state_dict[key].dtype}, not a floating-point type")
 
 
 def _few(keys: list[str], limit: int = 5) -> str:

@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vae_core.bundle import save_trained, test_metrics
-from vae_core.checkpoints import list_checkpoints, load_checkpoint
+from vae_core.checkpoints import CheckpointExists, list_checkpoints, load_checkpoint, read_info
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.datasets import DATASETS, DatasetUnavailable, dataset_info, load_dataset
+from vae_core.limits import check_training
 from vae_core.metrics import ELBO_ESTIMATOR
 from vae_core.model import VAE
-from vae_core.safeload import CheckpointError
+from vae_core.naming import free_name
+from vae_core.safeload import CheckpointError, first_line
+from vae_core.saving import check_writable
 from vae_core.timeline import TimelineRecorder
 from vae_core.training import NonFiniteLossError, fit
 
@@ -64,6 +68,7 @@ SHIPPED: tuple[ShippedModel, ...] = (
         nll_k=500,
     ),
 )
+SHIPPED_NAMES = frozenset(spec.name for spec in SHIPPED)
 
 
 def _progress_line(record: dict[str, float], epochs: int) -> str:
@@ -83,7 +88,9 @@ def _train(
     nll_k: int,
     nll_images: int | None,
     extra: dict | None = None,
-) -> dict[str, float]:
+    overwrite: bool = True,
+) -> Path:
+    """Train, evaluate and save; return where the model was saved (a fallback path if ``out`` failed)."""
     data = load_dataset(train_config.dataset, root=data_dir)
     torch.manual_seed(train_config.seed)
     model = VAE(model_config)
@@ -101,19 +108,69 @@ def _train(
     result = fit(model, data, train_config, on_epoch=on_epoch)
     print(f"trained in {result.seconds:.1f} s; evaluating (NLL with K={nll_k}) ...", flush=True)
     metrics = test_metrics(model, data.test_x, nll_k=nll_k, nll_images=nll_images, seed=train_config.seed)
-    path = save_trained(
-        out,
-        model=model,
-        data=data,
-        train_config=train_config,
-        history=result.history,
-        metrics=metrics,
-        extra=extra,
-        timeline=recorder.timeline(),
-    )
     print(_metrics_text(metrics))
+
+    def save(path: Path, replace: bool) -> Path:
+        return save_trained(
+            path,
+            model=model,
+            data=data,
+            train_config=train_config,
+            history=result.history,
+            metrics=metrics,
+            extra=extra,
+            timeline=recorder.timeline(),
+            overwrite=replace,
+        )
+
+    path = _save_with_fallback(out, overwrite=overwrite, save=save)
     print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return metrics
+    return path
+
+
+def _save_with_fallback(out: Path, *, overwrite: bool, save: Callable[[Path, bool], Path]) -> Path:
+    """Save to ``out``; if writing fails, save under a new name in the current folder or the temp folder.
+
+    A trained model is never lost to a write error (a full disk, a folder removed, the name
+    taken meanwhile): the error and the fallback path go to stderr.
+    """
+    try:
+        return save(out, overwrite)
+    except (OSError, CheckpointExists) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        failure = f"could not write {out}: {reason}"
+    print(f"error: {failure}", file=sys.stderr)
+    stem = f"{out.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tried = []
+    for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+        try:
+            path = save(folder / f"{free_name(folder, stem)}.pt", False)
+        except (OSError, CheckpointExists, ValueError) as exc:
+            tried.append(f"{folder}: {exc}")
+            continue
+        print(f"saved the trained model to {path} instead", file=sys.stderr)
+        return path
+    raise CheckpointError(f"{failure}; the fallback folders failed too ({'; '.join(tried)})")
+
+
+def _check_out(out: Path) -> bool:
+    """Refuse, before training, an output path that cannot be written or names a shipped model.
+
+    Returns whether a file is there to replace (the save may replace only a file that exists now).
+    """
+    shipped = out.stem in SHIPPED_NAMES
+    if not shipped and out.is_file():
+        try:
+            shipped = read_info(out).shipped
+        except CheckpointError:
+            shipped = False
+    if shipped:
+        raise CheckpointError(
+            f"{out} is the name of a model shipped with the app (python -m vae_core ship rebuilds those); "
+            "choose another --out"
+        )
+    check_writable(out)
+    return out.is_file()
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
@@ -153,20 +210,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         binarize=args.binarize,
         max_train_images=args.max_train_images,
     )
-    out = Path(args.out or f"checkpoints/{args.dataset}-{args.arch}-{args.latent_dim}.pt")
-    _train(
+    check_training(model_config, train_config)  # before any data is read or model built
+    if args.out:
+        out = Path(args.out).expanduser()
+    else:  # a name that replaces nothing: no existing file, never a shipped model's name
+        stem = free_name(
+            "checkpoints", f"{args.dataset}-{args.arch}-{args.latent_dim}", reserved=SHIPPED_NAMES
+        )
+        out = Path("checkpoints") / f"{stem}.pt"
+    replace = _check_out(out)  # before any training: a bad --out fails now, not after the run
+    path = _train(
         model_config,
         train_config,
         data_dir=args.data_dir,
         out=out,
         nll_k=args.nll_k,
         nll_images=args.nll_images,
+        overwrite=replace,
     )
-    return 0
+    return 0 if path == out else 1
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    loaded = load_checkpoint(args.checkpoint)
+    try:
+        loaded = load_checkpoint(args.checkpoint)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # anything else a hostile or broken file provokes: a message, not a traceback
+        raise CheckpointError(
+            f"{args.checkpoint}: could not be loaded ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
     info = loaded.info
     print(f"{info.path}: {info.summary}")
     try:
@@ -209,16 +282,34 @@ def cmd_ship(args: argparse.Namespace) -> int:
         info = dataset_info(spec.train.dataset)
         model_config = ModelConfig(**{**spec.model.to_dict(), "image_shape": info.image_shape})
         print(f"\n== {spec.name}: {spec.description}", flush=True)
-        _train(
+        target = check_writable(out / f"{spec.name}.pt")
+        saved = _train(
             model_config,
             spec.train,
             data_dir=args.data_dir,
-            out=out / f"{spec.name}.pt",
+            out=target,
             nll_k=spec.nll_k,
             nll_images=spec.nll_images,
             extra={"shipped": True, "description": spec.description},
         )
+        if saved != target:
+            return 1
     return 0
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """Return an argparse type for whole numbers of at least ``minimum`` (a negative count is an error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,30 +321,36 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a VAE and save a checkpoint")
     train.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)}, or folder:PATH")
     train.add_argument("--arch", choices=("mlp", "conv"), default="conv")
-    train.add_argument("--latent-dim", type=int, default=16)
-    train.add_argument("--hidden", type=int, nargs="+", default=[400], help="MLP hidden widths")
-    train.add_argument("--channels", type=int, nargs="+", default=[32, 64], help="conv channel counts")
+    train.add_argument("--latent-dim", type=_count(1), default=16)
+    train.add_argument("--hidden", type=_count(1), nargs="+", default=[400], help="MLP hidden widths")
+    train.add_argument("--channels", type=_count(1), nargs="+", default=[32, 64], help="conv channel counts")
     train.add_argument("--likelihood", choices=("bernoulli", "gaussian"), help="default: the dataset's")
     train.add_argument("--beta", type=float, default=1.0)
-    train.add_argument("--kl-warmup", type=int, default=0, help="epochs of linear KL warm-up")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--kl-warmup", type=_count(0), default=0, help="epochs of linear KL warm-up")
+    train.add_argument("--epochs", type=_count(1), default=10)
+    train.add_argument("--batch-size", type=_count(1), default=128)
     train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_count(0), default=0)
     train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     train.add_argument("--binarize", action="store_true", help="dynamic binarization (Bernoulli models)")
-    train.add_argument("--max-train-images", type=int)
-    train.add_argument("--nll-k", type=int, default=100, help="importance samples for the test NLL (0: skip)")
-    train.add_argument("--nll-images", type=int, help="test images for the NLL (default: all)")
+    train.add_argument("--max-train-images", type=_count(1))
+    train.add_argument(
+        "--nll-k", type=_count(0), default=100, help="importance samples for the test NLL (0: skip)"
+    )
+    train.add_argument("--nll-images", type=_count(1), help="test images for the NLL (default: all)")
     train.add_argument("--data-dir", help=data_dir_help)
-    train.add_argument("--out", help="checkpoint path (default: checkpoints/DATASET-ARCH-LATENT.pt)")
+    train.add_argument(
+        "--out",
+        help="checkpoint path, checked before training (default: checkpoints/DATASET-ARCH-LATENT.pt, "
+        "or -2, -3, ... when that name is taken)",
+    )
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="print a checkpoint's test ELBO, NLL and active units")
     ev.add_argument("checkpoint")
-    ev.add_argument("-k", type=int, default=100, help="importance samples for the NLL (0: skip)")
-    ev.add_argument("--images", type=int, help="evaluate on the first N test images")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("-k", type=_count(0), default=100, help="importance samples for the NLL (0: skip)")
+    ev.add_argument("--images", type=_count(1), help="evaluate on the first N test images")
+    ev.add_argument("--seed", type=_count(0), default=0)
     ev.add_argument("--data-dir", help=data_dir_help)
     ev.set_defaults(func=cmd_eval)
 

@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from vae_core import limits
+
 Arch = Literal["mlp", "conv"]
 Likelihood = Literal["bernoulli", "gaussian"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -16,6 +18,8 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 ARCHS: tuple[str, ...] = ("mlp", "conv")
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+CONV_FC_WIDTH = 256  # the conv model's fully connected layer (model._conv); fixed, not configured
+KERNEL = 4  # the conv model's kernel size (stride 2, padding 1)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,65 @@ class ModelConfig:
                     f"a conv model with {len(self.channels)} stride-2 layers needs height and width "
                     f"divisible by {factor}, got {height}x{width}"
                 )
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        """Refuse a model past the limits (``vae_core.limits``) before anything is allocated."""
+        limits.MAX_IMAGE_SIDE.check(max(self.image_shape[1:]), "the image height or width")
+        limits.MAX_LATENT_DIM.check(self.latent_dim, "latent_dim")
+        if self.arch == "mlp":
+            limits.MAX_LAYERS.check(len(self.hidden), "the MLP")
+            for i, width in enumerate(self.hidden, 1):
+                limits.MAX_WIDTH.check(width, f"hidden layer {i} of the MLP")
+        else:
+            limits.MAX_LAYERS.check(len(self.channels), "the conv model")
+            for i, count in enumerate(self.channels, 1):
+                limits.MAX_CHANNELS.check(count, f"conv layer {i}")
+        limits.MAX_PARAMETERS.check(self.num_parameters(), "the model")
+
+    def num_parameters(self) -> int:
+        """Return how many parameters ``VAE(self)`` has, from the config alone (nothing is allocated)."""
+        c, h, w = self.image_shape
+        d = self.latent_dim
+        if self.arch == "mlp":
+            widths = (self.num_pixels, *self.hidden)
+            layers = list(zip(widths[:-1], widths[1:]))  # encoder
+            back = (d, *reversed(self.hidden), self.num_pixels)
+            layers += list(zip(back[:-1], back[1:]))  # decoder
+            feat = self.hidden[-1]
+            count = sum(a * b + b for a, b in layers)
+        else:
+            steps = (c, *self.channels)
+            convs = sum(a * b * KERNEL * KERNEL + b for a, b in zip(steps[:-1], steps[1:]))
+            # Each ConvTranspose2d weight is (in, out, k, k) with out biases: the same counts, mirrored.
+            deconvs = sum(b * a * KERNEL * KERNEL + a for a, b in zip(steps[:-1], steps[1:]))
+            flat = self._conv_flat()
+            fc = (flat * CONV_FC_WIDTH + CONV_FC_WIDTH) + (CONV_FC_WIDTH * flat + flat)
+            count = convs + deconvs + fc + d * CONV_FC_WIDTH + CONV_FC_WIDTH
+            feat = CONV_FC_WIDTH
+        count += 2 * (feat * d + d)  # to_mu and to_logvar
+        return count + (1 if self.likelihood == "gaussian" else 0)
+
+    def activations_per_image(self) -> int:
+        """Return how many floats one image's forward pass produces, every layer's output counted once."""
+        c, h, w = self.image_shape
+        d = self.latent_dim
+        if self.arch == "mlp":
+            # Each hidden layer: a linear output and its ReLU, in the encoder and again in the decoder.
+            hidden = 4 * sum(self.hidden)
+        else:
+            maps = sum(n * (h >> i) * (w >> i) for i, n in enumerate(self.channels, 1))
+            # Encoder: each conv output and its ReLU, then the fully connected layer and its ReLU.
+            # Decoder: two fully connected layers and ReLUs (the second is the last map, unflattened),
+            # then each transposed conv and its ReLU up to the logits (counted with the pixels).
+            hidden = 4 * maps + 4 * CONV_FC_WIDTH
+        # Input, logits and x_hat; mu, logvar, eps and z.
+        return 3 * self.num_pixels + hidden + 4 * d
+
+    def _conv_flat(self) -> int:
+        _, h, w = self.image_shape
+        factor = 2 ** len(self.channels)
+        return self.channels[-1] * (h // factor) * (w // factor)
 
     @property
     def num_pixels(self) -> int:

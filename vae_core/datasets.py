@@ -11,6 +11,7 @@ from ``root`` or ``$VAE_DATA_DIR``), scikit-learn's bundled ``digits`` (always o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -155,7 +156,7 @@ def default_data_root() -> Path:
     return Path.home() / ".cache" / "vae-explorer" / "data"
 
 
-def _canonical_name(name: str) -> str:
+def _canonical_name(name: str, folder_roots: Sequence[Path] | None = None) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"dataset must be named, got {name!r}")
     name = name.strip()
@@ -163,7 +164,9 @@ def _canonical_name(name: str) -> str:
         path = name[7:].strip()
         if not path:
             raise ValueError("a folder source needs a path: folder:/path/to/images")
-        return "folder:" + str(Path(path).expanduser().resolve())
+        from vae_core.folders import resolve_folder
+
+        return "folder:" + str(resolve_folder(path, folder_roots))
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in DATASETS:
         raise ValueError(
@@ -172,24 +175,34 @@ def _canonical_name(name: str) -> str:
     return key
 
 
-def dataset_info(name: str, *, image_shape: tuple[int, int, int] | None = None) -> DatasetInfo:
+def dataset_info(
+    name: str,
+    *,
+    image_shape: tuple[int, int, int] | None = None,
+    folder_roots: Sequence[Path] | None = None,
+) -> DatasetInfo:
     """Return the description of a named source; ``folder:PATH`` gets one made up on the spot.
 
     Args:
         name: a key of ``DATASETS`` (aliases such as ``fashion_mnist`` work) or ``folder:/path``.
         image_shape: for a folder, the (C, H, W) its images are converted to (default (1, 28, 28)).
+        folder_roots: a folder must lie below one of these (``folders.allowed_roots``); None: anywhere.
 
     Returns:
-        The ``DatasetInfo``; a folder's class names are its subfolders (or ``("images",)``).
+        The ``DatasetInfo``; a folder's class names are its subfolders (or ``("images",)``), from one
+        bounded listing of the folder (no walk).
+
+    Raises:
+        DatasetUnavailable: a folder outside ``folder_roots`` (one message, whatever is there).
     """
-    key = _canonical_name(name)
+    key = _canonical_name(name, folder_roots)
     if not key.startswith("folder:"):
         return DATASETS[key]
     path = Path(key[7:])
     shape = check_image_shape(image_shape or (1, 28, 28))
-    from vae_core.folders import class_folders
+    from vae_core.folders import folder_class_names
 
-    classes = tuple(name for name, _ in class_folders(path)) if path.is_dir() else ()
+    classes = folder_class_names(path)
     return DatasetInfo(
         name=key,
         title=f"Folder {path.name or path}",
@@ -234,6 +247,7 @@ def load_dataset(
     download: bool = True,
     image_shape: tuple[int, int, int] | None = None,
     style: Style = "plain",
+    folder_roots: Sequence[Path] | None = None,
 ) -> DatasetSplits:
     """Load a named source as uint8 train/test tensors.
 
@@ -245,21 +259,27 @@ def load_dataset(
         image_shape: folders only: the (C, H, W) every image is converted to (default (1, 28, 28)).
         style: folders only: ``"plain"`` (centre crop and resize) or ``"mnist"`` (digit-style
             crop and centring), see ``prepare_pil``.
+        folder_roots: folders only: the folder must lie below one of these (``folders.allowed_roots``,
+            what a server passes); None reads anywhere but /proc, /sys and /dev (the command line).
 
     Returns:
         ``DatasetSplits`` with x (N, C, H, W) uint8 and y (N,) int64.
 
     Raises:
         DatasetUnavailable: the files are missing and cannot be downloaded; the message names the
-            files, the folder they belong in, and the sources that work offline.
+            files, the folder they belong in, and the sources that work offline. A folder outside
+            ``folder_roots`` gets one message whatever is there.
         ValueError: an unknown name, or options that do not apply to this source.
     """
-    key = _canonical_name(name)
+    key = _canonical_name(name, folder_roots)
     if key.startswith("folder:"):
         from vae_core.folders import load_folder
 
         return load_folder(
-            Path(key[7:]), image_shape=check_image_shape(image_shape or (1, 28, 28)), style=style
+            Path(key[7:]),
+            image_shape=check_image_shape(image_shape or (1, 28, 28)),
+            style=style,
+            roots=folder_roots,
         )
     info = DATASETS[key]
     if image_shape is not None and tuple(image_shape) != info.image_shape:

@@ -8,9 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from vae_core.config import ModelConfig
-
-CONV_FC_WIDTH = 256
+from vae_core.config import CONV_FC_WIDTH, KERNEL, ModelConfig
 
 
 class Posterior(NamedTuple):
@@ -121,7 +119,7 @@ def _conv(config: ModelConfig) -> tuple[nn.Module, nn.Module, int]:
     flat = math.prod(grid)
     enc: list[nn.Module] = []
     for a, b in zip((c, *config.channels[:-1]), config.channels):
-        enc += [nn.Conv2d(a, b, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+        enc += [nn.Conv2d(a, b, kernel_size=KERNEL, stride=2, padding=1), nn.ReLU()]
     enc += [nn.Flatten(), nn.Linear(flat, CONV_FC_WIDTH), nn.ReLU()]
     dec: list[nn.Module] = [
         nn.Linear(config.latent_dim, CONV_FC_WIDTH),
@@ -132,7 +130,7 @@ def _conv(config: ModelConfig) -> tuple[nn.Module, nn.Module, int]:
     ]
     back = (*reversed(config.channels), c)
     for i, (a, b) in enumerate(zip(back[:-1], back[1:])):
-        dec.append(nn.ConvTranspose2d(a, b, kernel_size=4, stride=2, padding=1))
+        dec.append(nn.ConvTranspose2d(a, b, kernel_size=KERNEL, stride=2, padding=1))
         if i < len(back) - 2:
             dec.append(nn.ReLU())
     return nn.Sequential(*enc), nn.Sequential(*dec), CONV_FC_WIDTH

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Collection
 from pathlib import Path
 
 from vae_core.checkpoints import SUFFIX, CheckpointExists, read_info
@@ -98,3 +99,19 @@ def checkpoint_path(
         if shipped:
             raise CheckpointExists(f"{stem!r} is a model shipped with the app; choose another name")
     return target
+
+
+def free_name(folder: str | os.PathLike[str], stem: str, *, reserved: Collection[str] = ()) -> str:
+    """Return ``stem``, or ``stem-2``, ``stem-3``, …: the first that names no file in ``folder`` and is not reserved.
+
+    For suggesting a save name that replaces nothing (``reserved``: e.g. the shipped models' names,
+    even when their files are absent). ``stem`` is sanitized first.
+    """
+    root = Path(folder)
+    base = sanitize_name(stem)
+    taken = {name.lower() for name in reserved}
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else f"{base[: MAX_NAME_LENGTH - 6]}-{n}"
+        if candidate.lower() not in taken and not os.path.lexists(root / f"{candidate}{SUFFIX}"):
+            return candidate
+    raise ValueError(f"no free name like {base!r} in {root}; choose a name")

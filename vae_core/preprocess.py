@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vae_core.truncation import png_scanline_bytes
+
 Style = Literal["mnist", "plain"]
 STYLES: tuple[str, ...] = ("mnist", "plain")
 
@@ -135,7 +137,22 @@ def _open_image(data: bytes) -> Image.Image:
         raise ImageError(_describe_unknown(data)) from err
     if img.format not in _READ_FORMATS:
         raise ImageError(f"{img.format} images are not supported: upload a {_ALLOWED_TEXT} file")
+    _refuse_truncated_png(data, img)
     return img
+
+
+def _refuse_truncated_png(data: bytes, img: Image.Image) -> None:
+    """Refuse a PNG whose data ends before its last row: PIL would fill the rest with black, silently."""
+    width, height = img.size
+    if img.format != "PNG" or width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        return  # other formats raise on truncation themselves; oversized images are refused later
+    found = png_scanline_bytes(data)
+    if found is not None and found[0] < found[1]:
+        held, promised, row = found
+        raise ImageError(
+            f"the image is truncated: its data holds {held // row:,} of the {height:,} rows its header promises "
+            f"({100 * held / promised:.1f}% of the pixels). Upload the complete file."
+        )
 
 
 def prepare_image(

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from vae_core.autosave import Autosaver, InterruptedRun, planned_epochs
+from vae_core.checkpoints import load_checkpoint
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.datasets import DatasetSplits, load_dataset
 from vae_core.imaging import to_uint8
 from vae_core.inference import decode_latents, encode
 from vae_core.model import VAE
+from vae_core.safeload import CheckpointError
 from vae_core.timeline import Timeline, TimelineFrame, TimelineRecorder
 from vae_core.training import NonFiniteLossError, StepInfo, fit
 
@@ -47,6 +52,7 @@ class RunSnapshot:
     timeline_labels: np.ndarray | None
     error: str | None
     message: str
+    autosave_error: str | None = None
 
     @property
     def done(self) -> bool:
@@ -88,6 +94,9 @@ class TrainingRun:
     ``keep_going``, when given, is asked every few seconds whether the run is still
     wanted (a UI passes "is the browser session still open"); when it says no, the run
     stops as if Stop were pressed, so abandoned runs free their thread and slot.
+    ``autosave``, when given, writes the run's state after every epoch (see ``vae_core.autosave``).
+    ``train=False`` only loads the data and the initial state, then ends as "stopped": an
+    autosaved run reopened so that it can be saved (``from_autosave``).
     """
 
     def __init__(
@@ -101,22 +110,68 @@ class TrainingRun:
         history: Sequence[dict[str, float]] = (),
         timeline: Timeline | None = None,
         keep_going: Callable[[], bool] | None = None,
+        autosave: Autosaver | None = None,
+        train: bool = True,
+        folder_roots: Sequence[Path] | None = None,
     ) -> None:
         self.model_config = model_config
         self.train_config = train_config
         self.data = data
         self._data_root = data_root
+        self._folder_roots = folder_roots  # a folder dataset must lie below one of these (None: anywhere)
         self._init_state = init_state
         self._prior_history = [dict(r) for r in history]
         self._prior_timeline = timeline
         self._recorder: TimelineRecorder | None = None
         self._keep_going = keep_going
+        self.autosave = autosave
+        self._train_epochs = train_config.epochs if train else 0
         self._abandoned = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._state = _RunState(history=list(self._prior_history))
         self._thread: threading.Thread | None = None
         self.model: VAE | None = None
+
+    @classmethod
+    def from_autosave(
+        cls,
+        item: InterruptedRun | str | os.PathLike[str],
+        *,
+        train: bool = True,
+        data: DatasetSplits | None = None,
+        data_root: str | None = None,
+        keep_going: Callable[[], bool] | None = None,
+    ) -> TrainingRun:
+        """Continue an interrupted run from its autosave (``train``), or reopen it for saving.
+
+        The run trains the epochs it had left (at least one more when it had ended), continues
+        its history and timeline, and autosaves to a new file that replaces the old one after
+        its first epoch.
+
+        Raises:
+            CheckpointError: the autosave cannot be read, or holds no training settings.
+            AutosaveTaken: another run of this process already continues it.
+        """
+        path = item.path if isinstance(item, InterruptedRun) else Path(item)
+        loaded = load_checkpoint(path)
+        info = loaded.info
+        if info.train_config is None:
+            raise CheckpointError(f"{path.name}: this autosave holds no training settings to continue with")
+        left = planned_epochs(info) - info.epochs
+        return cls(
+            info.model_config,
+            replace(info.train_config, epochs=max(1, left)),
+            data=data,
+            data_root=data_root,
+            # A copy: a loaded model is read-only (no grad), and the run trains its own.
+            init_state={k: t.clone() for k, t in loaded.model.state_dict().items()},
+            history=info.history,
+            timeline=loaded.timeline,
+            keep_going=keep_going,
+            autosave=Autosaver(path.parent, replaces=path),
+            train=train,
+        )
 
     def start(self) -> TrainingRun:
         """Start training in a daemon thread; raise ``RunCapacityError`` when too many runs are going."""
@@ -154,7 +209,7 @@ class TrainingRun:
             return RunSnapshot(
                 status=s.status,
                 epoch=s.epoch,
-                epochs=len(self._prior_history) + self.train_config.epochs,
+                epochs=len(self._prior_history) + self._train_epochs,
                 step=s.step,
                 steps_per_epoch=s.steps_per_epoch,
                 history=tuple(s.history),
@@ -165,6 +220,7 @@ class TrainingRun:
                 timeline_labels=s.timeline_labels,
                 error=s.error,
                 message=s.message,
+                autosave_error=None if self.autosave is None else self.autosave.error,
             )
 
     def timeline(self) -> Timeline | None:
@@ -180,6 +236,7 @@ class TrainingRun:
         try:
             self._train()
         except NonFiniteLossError as exc:
+            self._save_progress(force=True)  # the model is back at its last good epoch
             self._update(status="failed", error=str(exc), message="stopped: the loss became non-finite")
         except Exception as exc:  # the UI shows the message; the thread must not die silently
             self._update(status="failed", error=f"{type(exc).__name__}: {exc}", message="training failed")
@@ -189,7 +246,9 @@ class TrainingRun:
     def _train(self) -> None:
         self._update(status="loading", message="loading the dataset")
         if self.data is None:
-            self.data = load_dataset(self.train_config.dataset, root=self._data_root)
+            self.data = load_dataset(
+                self.train_config.dataset, root=self._data_root, folder_roots=self._folder_roots
+            )
         data = self.data
         torch.manual_seed(self.train_config.seed)
         model = VAE(self.model_config)
@@ -209,6 +268,17 @@ class TrainingRun:
             status="running",
             message="training",
         )
+        if not self._train_epochs:
+            model.eval()
+            kept = len(self._prior_history)
+            self._update(
+                status="stopped",
+                epoch=kept,
+                step=1,
+                steps_per_epoch=1,  # so progress reads as complete
+                message=f"reopened from its autosave after epoch {kept}",
+            )
+            return
 
         last_check = time.monotonic()
 
@@ -230,6 +300,7 @@ class TrainingRun:
                 s.reconstructions, s.samples = recon, frame.samples
                 s.timeline = s.timeline + [frame]
                 s.message = f"epoch {int(record['epoch'])} done: -ELBO {record['val_total']:.1f} nats (test)"
+            self._save_progress(force=False)  # between epochs, so a kill loses at most the epoch in progress
 
         result = fit(
             model,
@@ -241,9 +312,30 @@ class TrainingRun:
             history=self._prior_history,
         )
         model.cpu().eval()
+        self._save_progress(force=True)  # the last epoch, whether or not its turn came
         if result.stopped:
             kept = len(result.history)
             why = "abandoned (its browser session closed)" if self._abandoned else "stopped"
             self._update(status="stopped", message=f"{why}; kept the model after epoch {kept}")
         else:
             self._update(status="finished", message=f"finished {len(result.history)} epochs")
+
+    def _save_progress(self, *, force: bool) -> None:
+        """Autosave the model and history as they are now (on the training thread, between epochs)."""
+        history = self.snapshot().history
+        saver = self.autosave
+        if saver is None or self.model is None or self.data is None or self._recorder is None:
+            return
+        if not history or (force and saver.epochs_saved == len(history)):
+            return
+        saver.save(
+            model=self.model,
+            train_config=self.train_config,
+            dataset=self.data.name,
+            preprocessing=self.data.preprocessing,
+            class_names=self.data.class_names,
+            history=history,
+            timeline=self._recorder.timeline(),
+            epochs_planned=len(self._prior_history) + self.train_config.epochs,
+            force=force,
+        )

@@ -4,8 +4,11 @@ Loading is defended twice. First the file's pickle stream is read opcode by opco
 (``pickletools.genops`` parses, it executes nothing) and any callable other than
 PyTorch's tensor-rebuilding functions is refused. Then ``torch.load(weights_only=True)``
 unpickles it with PyTorch's restricted unpickler. There is no fallback to
-``weights_only=False``. Every failure becomes a :class:`CheckpointError` with a message
-a user can act on. What the payload means is ``checkpoints``' business.
+``weights_only=False``. Nothing is unpacked that would take more memory than the limits allow
+(``vae_core.limits``: the file's size and every zip entry's declared size are checked first), and
+every tensor returned is a dense block of its own storage, so none claims more memory than the
+file holds. Every failure becomes a :class:`CheckpointError` with a message a user can act on.
+What the payload means is ``checkpoints``' business.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from typing import Any, BinaryIO, NamedTuple
 
 import torch
 
-MAX_CHECKPOINT_BYTES = 512 * 1024**2
+from vae_core import limits
+
+# The pickle names every object; a vae-explorer checkpoint's is a few hundred KB at most.
 MAX_PICKLE_BYTES = 64 * 1024**2
 REFUSED = (
     "refused: this file contains Python objects that could run code; "
@@ -75,7 +80,7 @@ def read_payload(source: Any, *, mmap: bool) -> tuple[Any, Meta]:
         data = bytes(source)
         meta = Meta(None, "uploaded file", len(data), None)
     elif hasattr(source, "read"):
-        data = source.read(MAX_CHECKPOINT_BYTES + 1)
+        data = source.read(limits.MAX_CHECKPOINT_MB.bytes + 1)
         if not isinstance(data, (bytes, bytearray)):
             raise CheckpointError("the upload must be opened in binary mode")
         data = bytes(data)
@@ -88,11 +93,10 @@ def read_payload(source: Any, *, mmap: bool) -> tuple[Any, Meta]:
     label = meta.label
     if meta.size_bytes == 0:
         raise CheckpointError(f"{label}: the file is empty")
-    if meta.size_bytes > MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(
-            f"{label}: {meta.size_bytes / 1024**2:.0f} MB is larger than the "
-            f"{MAX_CHECKPOINT_BYTES / 1024**2:.0f} MB limit for a checkpoint"
-        )
+    try:
+        limits.MAX_CHECKPOINT_MB.check(meta.size_bytes, "the file", verb="is")
+    except limits.LimitError as err:
+        raise CheckpointError(f"{label}: {err}") from None
     try:
         with _open(meta.path, data) as handle:
             if handle.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
@@ -124,15 +128,19 @@ def _reject_non_zip(data: bytes, label: str) -> None:
 
 
 def _check_archive(handle: BinaryIO, label: str) -> None:
-    """Check the zip's layout and refuse its pickle if it names anything but tensor rebuilders."""
+    """Check the zip's layout and entry sizes; refuse its pickle if it names anything but tensor rebuilders."""
     pickled = b""
     try:
         with zipfile.ZipFile(handle) as archive:
-            names = archive.namelist()
+            entries = archive.infolist()
+            names = [e.filename for e in entries]
+            _check_unpacked_sizes(entries, label)
             pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
             entry = archive.getinfo(pickles[0]) if len(pickles) == 1 else None
             if entry is not None and entry.file_size <= MAX_PICKLE_BYTES:
                 pickled = archive.read(entry)
+    except CheckpointError:
+        raise
     except Exception:  # BadZipFile, EOFError, zlib.error, a bad CRC, an impossible offset...
         raise CheckpointError(f"{label}: {CORRUPT}") from None
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
@@ -150,6 +158,22 @@ def _check_archive(handle: BinaryIO, label: str) -> None:
         raise CheckpointError(f"{label}: {CORRUPT}")
     if verdict:
         raise CheckpointError(f"{label}: {REFUSED}")
+
+
+def _check_unpacked_sizes(entries: list[zipfile.ZipInfo], label: str) -> None:
+    """Refuse entries that unpack past the limit, one by one and in all, before anything is unpacked.
+
+    The sizes are the ones the zip's central directory declares; ``torch.load`` sizes its buffers by
+    them too and unpacks no more than they say (an entry that declares less than its data holds is
+    cut short), so a deflate bomb cannot get past them.
+    """
+    try:
+        for entry in entries:
+            limits.MAX_UNPACKED_MB.check(entry.file_size, f"its entry {entry.filename!r}", verb="unpacks to")
+        total = sum(entry.file_size for entry in entries)
+        limits.MAX_UNPACKED_MB.check(total, "its entries", verb="unpack in all to")
+    except limits.LimitError as err:
+        raise CheckpointError(f"{label}: {err}") from None
 
 
 def _pickle_names_code(data: bytes) -> bool | None:
@@ -170,7 +194,7 @@ def _pickle_names_code(data: bytes) -> bool | None:
 
 def _torch_load(file: Any, label: str, *, mmap: bool) -> Any:
     try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+        payload = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         # The restricted unpickler refused a global: never retry with weights_only=False.
         text = str(err).lower()
@@ -179,6 +203,38 @@ def _torch_load(file: Any, label: str, *, mmap: bool) -> Any:
         raise CheckpointError(f"{label}: {CORRUPT}") from None
     except Exception as err:  # torch reports a damaged zip as RuntimeError, odd bytes as anything
         raise CheckpointError(f"{label}: {CORRUPT} ({first_line(err)})") from None
+    _check_layouts(payload, label)
+    return payload
+
+
+def _check_layouts(payload: Any, label: str) -> None:
+    """Refuse any tensor that is not a plain, dense block of its own storage.
+
+    A stride-0 view (``torch.zeros(1).expand(n, m)``), an overlapping or non-contiguous view, or a
+    slice of a larger storage can claim far more elements than the file holds; whatever copies it
+    (a model's ``load_state_dict``, a NumPy conversion) would then allocate them.
+    """
+    stack, where = [payload], [""]
+    while stack:
+        value, at = stack.pop(), where.pop()
+        if isinstance(value, dict):
+            stack += value.values()
+            where += [f"{at}[{k!r}]" if at else str(k) for k in value]
+        elif isinstance(value, (list, tuple)):
+            stack += value
+            where += [f"{at}[{i}]" for i in range(len(value))]
+        elif isinstance(value, torch.Tensor):
+            need = value.numel() * value.element_size()
+            if value.storage_offset() != 0 or not value.is_contiguous():
+                raise CheckpointError(
+                    f"{label}: tensor {at} is a view (shape {tuple(value.shape)}, strides {value.stride()}), "
+                    "not a plain block of numbers"
+                )
+            if value.untyped_storage().nbytes() != need:
+                raise CheckpointError(
+                    f"{label}: tensor {at} claims {value.numel():,} elements of {value.dtype} ({need:,} bytes), "
+                    f"but its storage holds {value.untyped_storage().nbytes():,} bytes"
+                )
 
 
 def first_line(err: BaseException) -> str:

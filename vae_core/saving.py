@@ -1,7 +1,8 @@
-"""Write a self-describing checkpoint: plain values and tensors only, through a temporary file and ``os.replace``.
+"""Write a self-describing checkpoint: plain values and tensors only, through a temporary file.
 
-A crash never leaves half a checkpoint or destroys the previous one. ``checkpoints`` reads what
-this writes.
+A crash never leaves half a checkpoint or destroys the previous one. A save that may not overwrite
+publishes the file with ``os.link`` (fails if the name exists, at the moment of writing); one that may
+uses ``os.replace``. ``checkpoints`` reads what this writes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import torch
 
 import vae_core
 from vae_core.atlas import Atlas, atlas_payload
-from vae_core.checkpoints import FORMAT, FORMAT_VERSION, Sample, first_non_finite, is_number
+from vae_core.checkpoints import FORMAT, FORMAT_VERSION, CheckpointExists, Sample, first_non_finite, is_number
 from vae_core.config import TrainConfig
 from vae_core.model import VAE
+from vae_core.safeload import CheckpointError
 from vae_core.timeline import Timeline, timeline_payload
 
 
@@ -38,12 +40,15 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
     atlas: Atlas | None = None,
     timeline: Timeline | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write a self-describing checkpoint atomically.
 
     The payload goes to a temporary file in the destination folder, is flushed and
-    fsynced, then renamed over ``path`` with ``os.replace``. On any failure the temporary
-    file is removed and a previous file at ``path`` is left as it was.
+    fsynced, then published under ``path``: renamed over it with ``os.replace`` when
+    ``overwrite`` is True, else hard-linked with ``os.link``, which fails if the name exists
+    at that moment (two savers racing for one name: exactly one wins). On any failure the
+    temporary file is removed and a previous file at ``path`` is left as it was.
 
     Args:
         path: Destination file; parent folders are created.
@@ -60,6 +65,8 @@ def save_checkpoint(
             split sizes, seed, ``shipped``.
         atlas: The sample's atlas (``atlas.build_atlas`` on the sample's images); needs ``sample``.
         timeline: The training timeline (``timeline.TimelineRecorder.timeline()``).
+        overwrite: Replace a file already at ``path``; False refuses, checked when the file
+            is published (not only before the work that precedes it).
 
     Returns:
         The path written.
@@ -67,6 +74,8 @@ def save_checkpoint(
     Raises:
         ValueError: An argument cannot be stored safely (wrong type, non-finite weights,
             a sample that does not match the model).
+        CheckpointExists: ``overwrite`` is False and ``path`` exists ("name taken").
+        OSError: The file could not be written (no space, no permission, ...).
     """
     if not isinstance(model, VAE):
         raise ValueError(f"model must be a vae_core VAE, got {type(model).__name__}")
@@ -104,12 +113,50 @@ def save_checkpoint(
         "timeline": timeline_payload(timeline),
         "state_dict": state_dict,
     }
-    return _atomic_save(Path(path), payload)
+    return _atomic_save(Path(path), payload, overwrite=overwrite)
 
 
-def _atomic_save(path: Path, payload: dict[str, Any]) -> Path:
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that a checkpoint can be written at ``path``; return it.
+
+    Creates its folder (as ``save_checkpoint`` would) and writes and removes a probe file there,
+    so a folder given as the file, a parent that cannot exist (``/proc/x.pt``), a read-only
+    filesystem or a missing permission shows now instead of after hours of training.
+
+    Raises:
+        CheckpointError: ``path`` cannot be written, with the reason.
+    """
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise CheckpointError(f"{target} is a folder; give a file name, e.g. {target / 'model.pt'}")
+    if os.path.lexists(target) and not target.is_file():
+        raise CheckpointError(f"{target} exists and is not a regular file; choose another path")
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot create the folder {folder} for {target.name}: {_reason(exc)}"
+        ) from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
+    except OSError as exc:
+        raise CheckpointError(f"cannot write a file in {folder}: {_reason(exc)}") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return target
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _atomic_save(path: Path, payload: dict[str, Any], *, overwrite: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target, so os.replace is an atomic rename on one filesystem; the
+    if not overwrite and os.path.lexists(path):
+        raise _name_taken(path)  # early, before the payload is written
+    # Same folder as the target, so the rename or link is atomic on one filesystem; the
     # leading dot and .tmp suffix keep it out of list_checkpoints.
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -118,13 +165,46 @@ def _atomic_save(path: Path, payload: dict[str, Any]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
-        os.replace(tmp_name, path)
+        if overwrite:
+            os.replace(tmp_name, path)
+        else:
+            _publish_exclusive(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
     _fsync_folder(path.parent)
     return path
+
+
+def _publish_exclusive(tmp_name: str, path: Path) -> None:
+    """Give the finished temporary file the name ``path`` only if no file has it, atomically."""
+    try:
+        os.link(tmp_name, path)  # POSIX link(2) fails with EEXIST instead of replacing
+    except FileExistsError:
+        raise _name_taken(path) from None
+    except OSError:
+        # A filesystem without hard links: claim the name with an exclusive create, then fill it.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            raise _name_taken(path) from None
+        try:
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # the empty claim, never a finished file
+            raise
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(tmp_name)  # the checkpoint now lives under its own name
+
+
+def _name_taken(path: Path) -> CheckpointExists:
+    return CheckpointExists(
+        f"name taken: a checkpoint named {path.stem!r} already exists (perhaps saved a moment ago from "
+        "another session); nothing was overwritten. Choose another name, or allow replacing it"
+    )
 
 
 def _fsync_folder(folder: Path) -> None:
