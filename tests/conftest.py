@@ -77,6 +77,7 @@ def app_env(tiny_checkpoints: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     empty.mkdir()
     monkeypatch.setenv("VAE_CHECKPOINT_DIR", str(tiny_checkpoints))
     monkeypatch.setenv("VAE_DATA_DIR", str(empty))
+    monkeypatch.setenv("VAE_AUTOSAVE_DIR", str(tmp_path / "autosave"))  # training autosaves stay in this test
     return tiny_checkpoints
 
 
@@ -100,11 +101,16 @@ def chromium():
 
 
 @pytest.fixture(scope="session")
-def app_url(artifacts_dir: Path, shared_data_root: Path) -> str:
-    """Serve app.py with the repository's checkpoints on a free loopback port; yield its URL."""
+def app_url(artifacts_dir: Path, shared_data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Serve app.py with the repository's checkpoints on a free loopback port; yield its URL.
+
+    Training autosaves go to a temporary folder, not to ``checkpoints/.autosave``.
+    """
     from tests.app_support import streamlit_server
 
-    env = {"VAE_DATA_DIR": str(shared_data_root)} if shared_data_root.is_dir() else {}
+    env = {"VAE_AUTOSAVE_DIR": str(tmp_path_factory.mktemp("autosave"))}
+    if shared_data_root.is_dir():
+        env["VAE_DATA_DIR"] = str(shared_data_root)
     with streamlit_server(env=env) as url:
         yield url
 

@@ -123,3 +123,34 @@ def test_two_sessions_train_at_once(chromium, app_url: str, artifacts_dir: Path)
     finally:
         for context in contexts:
             context.close()
+
+
+def test_an_out_of_range_number_answers_start_with_a_message(browser_page, app_url: str) -> None:
+    # Issue 12: the browser kept Start from submitting an out-of-range number (its reason in a tooltip
+    # only), so Start seemed to do nothing. Now the server answers with the limit and how to raise it.
+    page = browser_page
+    open_train(page, app_url)
+    form = page.get_by_test_id("stForm")
+    box = form.get_by_label("Latent dimensions", exact=True)
+    box.fill("100000")
+    box.press("Tab")
+    form.get_by_role("button", name="Start training").click()
+    error = page.get_by_test_id("stAlert").filter(has_text="Could not start training")
+    error.wait_for(timeout=TIMEOUT_MS)
+    assert "more than the limit of 1,024 latent dimensions" in error.inner_text()
+    assert "VAE_MAX_LATENT_DIM" in error.inner_text()
+    assert page.get_by_text("No run yet").count() == 1
+
+
+def test_the_learning_rate_field_shows_small_rates(browser_page, app_url: str) -> None:
+    # Issue 12: the field (format "%.4f") showed the smallest rate, 1e-6, as "0.0000" (and its range
+    # message said "between 0.0000 and 1.0000"). It now shows six significant digits.
+    page = browser_page
+    open_train(page, app_url)
+    box = page.get_by_test_id("stForm").get_by_label("Learning rate", exact=True)
+    assert box.input_value() == "0.001"
+    for typed, shown in (("1e-6", "0.000001"), ("2.5e-4", "0.00025")):  # "%.4f" showed 0.0000 and 0.0003
+        box.fill(typed)
+        page.get_by_text("Train a VAE").first.click()  # leave the field: it shows the value in its format
+        page.wait_for_timeout(300)
+        assert box.input_value() == shown

@@ -1,10 +1,12 @@
 """Every cached computation of the app, keyed by model identity AND data identity.
 
-Models are ``st.cache_resource`` objects shared by every session: read-only (loaded in eval
-mode without gradients); training always builds its own model. Atlases computed in the app
-(a model without a stored one, the full test split, model B on model A's images) live in one
-thread-safe LRU store keyed by (model key, data key), so the same image always gets the same
-numbers and one model's codes are never served for another model's images.
+Models of the checkpoint folder are ``st.cache_resource`` objects shared by every session:
+read-only (loaded in eval mode without gradients); training always builds its own model.
+Uploaded models are not cached here: each lives in its session's state (``state.remember_upload``)
+and is freed with it. Atlases computed in the app (a model without a stored one, the full test
+split, model B on model A's images) live in one thread-safe LRU store keyed by (model key,
+data key), so the same image always gets the same numbers and one model's codes are never served
+for another model's images.
 """
 
 from __future__ import annotations
@@ -50,12 +52,6 @@ def model_file(path: str, mtime: float) -> LoadedCheckpoint:
     return load_checkpoint(path)
 
 
-@st.cache_resource(show_spinner="Loading the uploaded model …", max_entries=4)
-def model_bytes(digest: str, _data: bytes) -> LoadedCheckpoint:
-    """Load uploaded checkpoint bytes once per content digest; shared read-only."""
-    return load_checkpoint(_data)
-
-
 class TestSplit(NamedTuple):
     """A dataset's test split read from disk: uint8 images, int64 labels, class names, identity."""
 
@@ -66,10 +62,16 @@ class TestSplit(NamedTuple):
 
 
 @st.cache_resource(show_spinner="Reading the test split …", max_entries=4)
-def test_split(name: str, data_root: str) -> TestSplit | None:
-    """Return a dataset's test split on disk (shared read-only), or None when it is not there."""
+def test_split(name: str, data_root: str, folder_roots: tuple[str, ...] = ()) -> TestSplit | None:
+    """Return a dataset's test split on disk (shared read-only), or None when it is not there.
+
+    A folder dataset is read only below ``folder_roots`` (``own_images.folder_roots()``): a checkpoint
+    that names any other folder gets None, whatever is there.
+    """
     try:
-        data = load_dataset(name, root=data_root, download=False)
+        data = load_dataset(
+            name, root=data_root, download=False, folder_roots=tuple(Path(r) for r in folder_roots)
+        )
     except (DatasetUnavailable, ValueError, OSError):
         return None
     return TestSplit(data.test_x, data.test_y, tuple(data.class_names), images_key(data.test_x))

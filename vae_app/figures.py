@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import plotly.graph_objects as go
 
+from vae_app.escape import plot_text
 from vae_core.atlas import Atlas
 from vae_core.geometry import grid_position
 from vae_core.imaging import label_hex
@@ -67,7 +68,7 @@ def latent_map(
     if colour_by == "class":
         for label in np.unique(labels):
             idx = np.flatnonzero(labels == label)
-            name = class_name(class_names, int(label))
+            name = plot_text(class_name(class_names, int(label)))  # Plotly renders HTML in names
             fig.add_trace(
                 trace(
                     x=coords[idx, 0],
@@ -81,7 +82,7 @@ def latent_map(
                 )
             )
     else:
-        names = [class_name(class_names, int(c)) for c in labels]
+        names = [plot_text(class_name(class_names, int(c))) for c in labels]
         fig.add_trace(
             trace(
                 x=coords[:, 0],
@@ -149,16 +150,17 @@ def timeline_axis_titles(latent_dim: int) -> tuple[str, str]:
 
 
 def _class_traces(coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> list[go.Scatter]:
+    names = {int(c): plot_text(class_name(class_names, int(c))) for c in np.unique(labels)}
     return [
         go.Scatter(
             x=coords[labels == c, 0],
             y=coords[labels == c, 1],
             mode="markers",
-            name=class_name(class_names, int(c)),
-            marker={"color": class_colour(int(c)), "size": 6, "opacity": 0.8},
-            hovertemplate=f"{class_name(class_names, int(c))}<extra></extra>",
+            name=name,
+            marker={"color": class_colour(c), "size": 6, "opacity": 0.8},
+            hovertemplate=f"{name}<extra></extra>",
         )
-        for c in np.unique(labels)
+        for c, name in names.items()
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -17,9 +18,11 @@ from typing import NamedTuple
 import streamlit as st
 import torch
 
-from vae_app import cache
+from vae_app import cache, own_images
+from vae_app.escape import md
+from vae_core import autosave, limits
 from vae_core.atlas import Atlas, build_atlas
-from vae_core.checkpoints import LoadedCheckpoint
+from vae_core.checkpoints import LoadedCheckpoint, load_checkpoint
 from vae_core.datasets import default_data_root
 from vae_core.metrics import ELBO_ESTIMATOR
 from vae_core.safeload import CheckpointError
@@ -28,14 +31,20 @@ from vae_core.timeline import Timeline
 ROOT = Path(__file__).resolve().parents[1]
 PREFERRED_DEFAULT = "mnist-conv-16"
 MODEL_KEY = "app_model"  # {"kind": "file", "path": str} or {"kind": "upload", "digest": str, "name": str}
-UPLOADS_KEY = "app_uploads"  # digest -> (name, bytes) of checkpoints uploaded in this session
+# digest -> (name, LoadedCheckpoint) of the checkpoints uploaded in this session. They live in the
+# session's own state, not a shared cache, so they are freed when the session ends.
+UPLOADS_KEY = "app_uploads"
 SCOPE_KEY = "app_scope"  # "sample" (bundled) or "test" (the dataset's full test split on disk)
 RUNS_KEY = "app_session_runs"  # finished training runs of this session, newest last
 MAX_CHECKPOINT_UPLOAD_MB = 200
+RECONNECT_MARGIN_S = 10.0  # beyond Streamlit's reconnect window: a run notices a drop up to 2 s late
 
 
 class EvalData(NamedTuple):
-    """Images a page analyses: uint8 (N, C, H, W), int64 labels, class names, a description, an identity."""
+    """Images a page analyses: uint8 (N, C, H, W), int64 labels, class names, a description, an identity.
+
+    ``source`` is Markdown, its names from files already escaped; ``class_names`` are raw text.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -53,11 +62,38 @@ class SessionRun(NamedTuple):
     class_names: tuple[str, ...]
 
 
-def session_alive_check() -> Callable[[], bool]:
-    """Return a thread-safe check of whether this browser session is still open.
+class SessionWatch:
+    """Say, from any thread, whether a browser session may still come back for its training run.
 
-    Streamlit closes a session some time after its tab disconnects; a training run that
-    asks this stops then instead of training for nobody. Outside a server it always says yes.
+    A dropped websocket is not a closed tab: Streamlit keeps a disconnected session for
+    ``server.disconnectedSessionTTL`` seconds (two minutes by default) and the browser
+    reconnects to it. So a session counts as gone only once it has stayed disconnected for
+    longer than ``grace_s``, which covers that window. ``is_active_session`` is the one
+    question about a session that Streamlit answers safely on any thread (its store of
+    disconnected sessions is not thread-safe), so the disconnection is timed here.
+    """
+
+    def __init__(
+        self, runtime, session_id: str, *, grace_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._runtime, self._session_id, self._grace_s, self._clock = runtime, session_id, grace_s, clock
+        self._disconnected_since: float | None = None
+
+    def __call__(self) -> bool:
+        if self._runtime.is_active_session(self._session_id):
+            self._disconnected_since = None
+            return True
+        now = self._clock()
+        if self._disconnected_since is None:
+            self._disconnected_since = now
+        return now - self._disconnected_since <= self._grace_s
+
+
+def session_alive_check() -> Callable[[], bool]:
+    """Return a thread-safe check of whether this browser session is still there (see ``SessionWatch``).
+
+    A training run that asks this stops once its session is really gone instead of training for
+    nobody, and keeps going through a dropped connection. Outside a server it always says yes.
     """
     from streamlit.runtime import Runtime
     from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -65,8 +101,13 @@ def session_alive_check() -> Callable[[], bool]:
     ctx = get_script_run_ctx()
     if ctx is None or not Runtime.exists():
         return lambda: True
-    session_id, runtime = ctx.session_id, Runtime.instance()
-    return lambda: runtime.is_active_session(session_id)
+    ttl = float(st.get_option("server.disconnectedSessionTTL"))
+    return SessionWatch(Runtime.instance(), ctx.session_id, grace_s=ttl + RECONNECT_MARGIN_S)
+
+
+def autosave_dir() -> Path:
+    """Return the folder of training autosaves: ``$VAE_AUTOSAVE_DIR`` or ``.autosave/`` in the checkpoint folder."""
+    return autosave.autosave_dir(checkpoint_dir())
 
 
 def checkpoint_dir() -> Path:
@@ -84,12 +125,29 @@ def checkpoint_listing() -> tuple[list, list]:
 
 
 def remember_upload(name: str, data: bytes) -> str:
-    """Validate and keep an uploaded checkpoint in this session; select it; return its digest."""
+    """Load an uploaded checkpoint into this session (freed when it ends); select it; return its digest.
+
+    Raises:
+        LimitError: The session already holds ``limits.MAX_SESSION_UPLOADS`` uploaded checkpoints,
+            or this one would take it past ``limits.MAX_SESSION_UPLOAD_MB``; checked before loading.
+        CheckpointError: The file is not a vae-explorer checkpoint, or is not one this machine loads.
+    """
     digest = hashlib.sha256(data).hexdigest()[:16]
-    cache.model_bytes(digest, data)  # raises CheckpointError for anything that is not ours
-    st.session_state.setdefault(UPLOADS_KEY, {})[digest] = (name, data)
+    uploads = st.session_state.setdefault(UPLOADS_KEY, {})
+    if digest not in uploads:
+        held = sum(loaded.info.size_bytes for _, loaded in uploads.values())
+        limits.MAX_SESSION_UPLOADS.check(len(uploads) + 1, "this session", verb="would hold")
+        limits.MAX_SESSION_UPLOAD_MB.check(held + len(data), "this session's uploads", verb="would take")
+        uploads[digest] = (name, load_checkpoint(data))
     st.session_state[MODEL_KEY] = {"kind": "upload", "digest": digest, "name": name}
     return digest
+
+
+def forget_uploads() -> None:
+    """Drop this session's uploaded checkpoints (the selection falls back to a file)."""
+    st.session_state.pop(UPLOADS_KEY, None)
+    if (st.session_state.get(MODEL_KEY) or {}).get("kind") == "upload":
+        st.session_state.pop(MODEL_KEY, None)
 
 
 def select_model_file(path: Path) -> None:
@@ -113,8 +171,7 @@ def current_model() -> LoadedCheckpoint | None:
         return None
     try:
         if choice["kind"] == "upload":
-            name, data = st.session_state.get(UPLOADS_KEY, {})[choice["digest"]]
-            return cache.model_bytes(choice["digest"], data)
+            return st.session_state.get(UPLOADS_KEY, {})[choice["digest"]][1]
         path = Path(choice["path"])
         return cache.model_file(str(path), path.stat().st_mtime)
     except (KeyError, FileNotFoundError):
@@ -122,7 +179,11 @@ def current_model() -> LoadedCheckpoint | None:
         return None
     except CheckpointError as exc:
         st.session_state.pop(MODEL_KEY, None)
-        st.error(f"The selected model could not be loaded: {exc}")
+        st.error(f"The selected model could not be loaded: {md(exc)}")
+        return None
+    except Exception as exc:  # a hostile file must not reach Streamlit's error page
+        st.session_state.pop(MODEL_KEY, None)
+        st.error(f"The selected model could not be loaded: {type(exc).__name__}: {md(exc)}")
         return None
 
 
@@ -157,12 +218,13 @@ def bundled_data(loaded: LoadedCheckpoint) -> EvalData | None:
 
 def test_split_data(loaded: LoadedCheckpoint) -> EvalData | None:
     """Return the model's dataset's full test split when it is on disk and larger than the bundled sample."""
-    split = cache.test_split(loaded.info.dataset, str(default_data_root()))
+    roots = tuple(str(r) for r in own_images.folder_roots())
+    split = cache.test_split(loaded.info.dataset, str(default_data_root()), roots)
     if split is None or split.images.shape[1:] != loaded.info.model_config.image_shape:
         return None
     if loaded.sample is not None and len(split.images) <= len(loaded.sample.images):
         return None
-    source = f"all {len(split.images):,} images of the {loaded.info.dataset} test split"
+    source = f"all {len(split.images):,} images of the {md(loaded.info.dataset)} test split"
     names = split.class_names or tuple(loaded.info.class_names)
     return EvalData(split.images, split.labels, names, source, split.key, False)
 
@@ -182,7 +244,7 @@ def require_eval_data(loaded: LoadedCheckpoint) -> EvalData:
     data = eval_data(loaded)
     if data is None:
         st.warning(
-            f"This model carries no sample of its data and the **{loaded.info.dataset}** test split is not on "
+            f"This model carries no sample of its data and the **{md(loaded.info.dataset)}** test split is not on "
             "disk. Point `VAE_DATA_DIR` at a folder that has it, or pick a model that bundles a sample "
             "(every shipped model and every model saved from the Train page does)."
         )
@@ -195,7 +257,7 @@ def atlas_for(loaded: LoadedCheckpoint, data: EvalData, *, label: str = "") -> A
 
     A stored atlas is used only when it describes exactly these images with the app's current
     -ELBO estimator; any other pair (model B on model A's images, the full test split) is
-    computed under its own (model, data) key.
+    computed under its own (model, data) key. ``label`` is Markdown (escape names from files).
     """
     stored = loaded.atlas
     if stored is not None and stored.data_key == data.key and stored.estimator == ELBO_ESTIMATOR:
@@ -205,7 +267,7 @@ def atlas_for(loaded: LoadedCheckpoint, data: EvalData, *, label: str = "") -> A
     found = store.get(key)
     if found is not None:
         return found
-    name = label or loaded.info.name
+    name = label or md(loaded.info.name)
     with st.status(f"Mapping the latent space of {name} on {data.source} …", expanded=True) as status:
         bar = st.progress(0.0, text="starting")
         result = store.get_or_compute(
@@ -231,7 +293,7 @@ def require_atlas(loaded: LoadedCheckpoint) -> tuple[EvalData, Atlas]:
     try:
         return data, atlas_for(loaded, data)
     except ValueError as exc:
-        st.error(f"Could not map the latent space: {exc}")
+        st.error(f"Could not map the latent space: {md(exc)}")
         st.stop()
 
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from vae_app import state, train_run
+from vae_app import own_images, state, train_run
+from vae_app.escape import md
 from vae_app.widgets import guard
 from vae_core.checkpoints import LoadedCheckpoint
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.datasets import DATASETS, dataset_info
+from vae_core.limits import check_training
 from vae_core.runs import RunCapacityError, TrainingRun
+
+# Six significant digits: the smallest rate (1e-6) reads "0.000001" in the field, not "0.0000".
+LR_FORMAT = "%.6g"
+SEED_MAX = 2**31 - 1
+# (label, form key, lowest, highest) of the numbers whose range no config checks.
+NUMBER_RANGES = (("The learning rate", "lr", 1e-6, 1.0), ("The seed", "seed", 0, SEED_MAX))
 
 
 def parse_sizes(text: str, what: str) -> tuple[int, ...]:
@@ -40,20 +48,29 @@ def settings_form(offline: list[str], loaded: LoadedCheckpoint | None) -> dict |
             "…or a folder of your own images",
             key="train_folder",
             placeholder="/path/to/images",
-            help="One subfolder per class; images are converted to 28x28 greyscale.",
+            help=own_images.folder_help(),
+            disabled=not own_images.folder_roots(),
         )
-        st.caption(f"Works offline now: {', '.join(offline)}, or a folder of your own images.")
+        archive = st.file_uploader(
+            "…or a zip of your own images",
+            type=["zip"],
+            key="train_zip",
+            help="One folder per class inside the zip; images are converted to 28x28 greyscale.",
+        )
+        st.caption(f"Works offline now: {', '.join(offline)}, or your own images.")
         c1, c2 = st.columns(2)
         arch = c1.radio(
             "Architecture", ["mlp", "conv"], format_func=str.upper, horizontal=True, key="train_arch"
         )
-        latent = c2.number_input("Latent dimensions", 1, 256, 8, key="train_latent")
-        beta = c1.number_input("β (KL weight)", 0.0, 100.0, 1.0, step=0.1, key="train_beta")
-        warmup = c2.number_input("KL warm-up epochs", 0, 1000, 0, key="train_warmup")
-        epochs = c1.number_input("Epochs", 1, 1000, 5, key="train_epochs")
-        batch = c2.number_input("Batch size", 1, 8192, 128, key="train_batch")
-        lr = c1.number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.4f", key="train_lr")
-        seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+        # No min or max on these fields: the browser would refuse an out-of-range value by silently
+        # not starting; check_numbers and the configs refuse it with a message instead.
+        latent = c2.number_input("Latent dimensions", value=8, key="train_latent")
+        beta = c1.number_input("β (KL weight)", value=1.0, step=0.1, key="train_beta")
+        warmup = c2.number_input("KL warm-up epochs", value=0, key="train_warmup")
+        epochs = c1.number_input("Epochs", value=5, key="train_epochs")
+        batch = c2.number_input("Batch size", value=128, key="train_batch")
+        lr = c1.number_input("Learning rate", value=1e-3, step=1e-4, format=LR_FORMAT, key="train_lr")
+        seed = c2.number_input("Seed", value=0, key="train_seed")
         likelihood = st.selectbox(
             "Likelihood",
             ["auto", "bernoulli", "gaussian"],
@@ -62,7 +79,9 @@ def settings_form(offline: list[str], loaded: LoadedCheckpoint | None) -> dict |
             help="Bernoulli for greyscale digits and clothes, Gaussian for colour photos (CIFAR-10).",
         )
         binarize = st.checkbox("Dynamic binarization (Bernoulli models)", key="train_binarize")
-        current = f"{loaded.info.name}, {loaded.info.epochs} epochs" if loaded is not None else "none loaded"
+        current = (
+            f"{md(loaded.info.name)}, {loaded.info.epochs} epochs" if loaded is not None else "none loaded"
+        )
         resume = st.checkbox(
             f"Continue training the current model ({current})",
             disabled=loaded is None,
@@ -76,7 +95,7 @@ def settings_form(offline: list[str], loaded: LoadedCheckpoint | None) -> dict |
                 "Conv channels (one stride-2 layer each)", "32, 64", key="train_channels"
             )
             limit = st.number_input(
-                "Use at most this many training images (0: all)", 0, 10**7, 0, key="train_limit"
+                "Use at most this many training images (0: all)", value=0, key="train_limit"
             )
             device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="train_device")
         pressed = st.form_submit_button(
@@ -101,19 +120,41 @@ def settings_form(offline: list[str], loaded: LoadedCheckpoint | None) -> dict |
         channels=channels,
         limit=int(limit) or None,
         device=device,
+        archive=archive,
     )
 
 
+def check_numbers(v: dict) -> None:
+    """Refuse the form's numbers that no config checks, naming the field (the configs check the rest)."""
+
+    def show(x: float) -> str:
+        return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+    for label, key, low, high in NUMBER_RANGES:
+        if not low <= v[key] <= high:
+            raise ValueError(f"{label} must be between {show(low)} and {show(high)}, got {show(v[key])}")
+    if v["limit"] is not None and v["limit"] < 0:
+        raise ValueError(f"the number of training images must be 0 (all) or more, got {v['limit']:,}")
+
+
 def build_run(v: dict, loaded: LoadedCheckpoint | None) -> TrainingRun:
-    """Turn the form's values into a run that trains its own model (a copy of the current one when resuming)."""
+    """Turn the form's values into a run that trains its own model (a copy of the current one when resuming).
+
+    Raises:
+        ValueError: A value is out of range or past a limit (``vae_core.limits``), before any
+            data is read or model built.
+    """
+    check_numbers(v)
     init_state, history, timeline = None, (), None
+    roots = own_images.session_roots()  # a folder dataset is read only below these
     if v["resume"]:
         model_config, dataset = loaded.info.model_config, loaded.info.dataset
         # A copy: the cached model is shared by every session and must never change.
         init_state = {k: t.clone() for k, t in loaded.model.state_dict().items()}
         history, timeline = loaded.info.history, loaded.timeline
     else:
-        dataset, info = v["dataset"], dataset_info(v["dataset"])
+        info = dataset_info(v["dataset"], folder_roots=roots)
+        dataset = info.name
         model_config = ModelConfig(
             image_shape=info.image_shape,
             latent_dim=v["latent"],
@@ -134,6 +175,7 @@ def build_run(v: dict, loaded: LoadedCheckpoint | None) -> TrainingRun:
         binarize=v["binarize"],
         max_train_images=v["limit"],
     )
+    check_training(model_config, train_config)
     return TrainingRun(
         model_config,
         train_config,
@@ -141,6 +183,8 @@ def build_run(v: dict, loaded: LoadedCheckpoint | None) -> TrainingRun:
         history=history,
         timeline=timeline,
         keep_going=state.session_alive_check(),
+        autosave=train_run.new_autosaver(),
+        folder_roots=roots,
     )
 
 
@@ -151,6 +195,10 @@ def start(request: dict, loaded: LoadedCheckpoint | None, offline: list[str]) ->
         st.warning("A run is still going in this session. Stop it first, then start a new one.")
         return False
     with guard("start training"):
+        if request.get("archive") is not None and not request["resume"]:
+            if request["dataset"].startswith("folder:"):
+                raise ValueError("give either a folder or a zip of your images, not both")
+            request = {**request, "dataset": own_images.zip_dataset(request["archive"])}
         run = build_run(request, loaded)
         name = run.train_config.dataset
         if name in DATASETS and name not in offline:

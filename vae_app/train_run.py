@@ -7,12 +7,19 @@ from pathlib import Path
 import streamlit as st
 
 from vae_app import state
+from vae_app.escape import code, md, md_lines
+from vae_app.widgets import guard
+from vae_core import autosave
 from vae_core.bundle import save_trained, test_metrics
 from vae_core.checkpoints import LoadedCheckpoint
+from vae_core.cli import SHIPPED
 from vae_core.datasets import available_offline
-from vae_core.runs import RunSnapshot, TrainingRun
+from vae_core.naming import free_name
+from vae_core.runs import RunCapacityError, RunSnapshot, TrainingRun
 
 RUN_KEY, NAME_KEY, COUNT_KEY = "train_run", "train_run_name", "train_run_count"
+SAVED_KEY = "train_saved"
+INTERRUPTED_SHOWN = 3  # unsaved runs offered at once on the Train page, newest first
 NLL_K, NLL_IMAGES = 50, 500
 
 
@@ -38,10 +45,24 @@ def remember_finished(run: TrainingRun) -> None:
     state.remember_run(state.SessionRun(st.session_state.get(NAME_KEY, "run"), timeline, names))
 
 
-def save_run(run: TrainingRun, snap: RunSnapshot, target: Path) -> Path:
-    """Measure the run's test figures, then save it with its sample's atlas and its timeline, showing progress."""
+def suggested_name(run: TrainingRun, folder: Path) -> str:
+    """Return a save name for ``run`` that replaces nothing: no file in ``folder``, never a shipped model's name."""
+    cfg = run.model_config
+    source = run.train_config.dataset.rstrip("/").split("/")[-1]
+    try:
+        return free_name(folder, f"{source}-{cfg.arch}-{cfg.latent_dim}", reserved=[s.name for s in SHIPPED])
+    except ValueError:  # a folder name with no letters or digits
+        return free_name(folder, f"model-{cfg.arch}-{cfg.latent_dim}", reserved=[s.name for s in SHIPPED])
+
+
+def save_run(run: TrainingRun, snap: RunSnapshot, target: Path, *, overwrite: bool = False) -> Path:
+    """Measure the run's test figures, then save it with its sample's atlas and its timeline, showing progress.
+
+    Without ``overwrite`` the name is claimed when the file is written: a checkpoint saved under it
+    meanwhile (another session) makes this raise CheckpointExists ("name taken") and stays as it is.
+    """
     n = len(run.data.test_x)
-    with st.status(f"Saving `{target.name}` …", expanded=True) as status:
+    with st.status(f"Saving {code(target.name)} …", expanded=True) as status:
         bar = st.progress(
             0.0, text=f"Importance-weighted NLL with K = {NLL_K} on {min(n, NLL_IMAGES):,} test images"
         )
@@ -58,8 +79,11 @@ def save_run(run: TrainingRun, snap: RunSnapshot, target: Path) -> Path:
             metrics=metrics,
             timeline=run.timeline(),
             on_progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m),
+            overwrite=overwrite,
         )
-        status.update(label=f"Saved `{path.name}`", state="complete", expanded=False)
+        if run.autosave is not None:  # saved for good: the autosave is no longer needed
+            run.autosave.discard()
+        status.update(label=f"Saved {code(path.name)}", state="complete", expanded=False)
     return path
 
 
@@ -68,14 +92,92 @@ def outcome(snap: RunSnapshot) -> None:
     epochs, error = len(snap.history), snap.error or "unknown error"
     if snap.status == "finished":
         st.success(f"Finished: {epochs} epochs trained. Save the model below to explore it.")
+    elif snap.message.startswith("reopened"):
+        st.info(
+            f"Reopened the unsaved run: the model after epoch {epochs}, as it was autosaved. Save it below."
+        )
     elif snap.status == "stopped":
         st.info(f"Stopped. Kept the model after epoch {epochs}, the last complete epoch.")
     elif error.startswith("DatasetUnavailable: "):
-        st.error(error.removeprefix("DatasetUnavailable: ").replace("\n", "  \n"))
+        st.error(md_lines(error.removeprefix("DatasetUnavailable: ")))  # it quotes the folder typed
         st.info(
             f"Datasets that work offline now: **{', '.join(available_offline())}**. Pick one and start again."
         )
     elif "non-finite" in snap.message:
-        st.error(f"Training stopped because the loss became infinite or NaN. {error}")
+        st.error(f"Training stopped because the loss became infinite or NaN. {md(error)}")
     else:
-        st.error(f"Training failed: {error}")
+        st.error(f"Training failed: {md(error)}")
+
+
+def new_autosaver() -> autosave.Autosaver | None:
+    """Return an autosaver for a new run in the app's autosave folder, or None when autosaving is off."""
+    return autosave.Autosaver(state.autosave_dir()) if autosave.autosave_keep() else None
+
+
+def autosave_note(snap: RunSnapshot) -> None:
+    """Say so when the run's last autosave failed (training goes on; a crash would lose more)."""
+    if snap.autosave_error:
+        st.caption(f"The last autosave failed ({md(snap.autosave_error)}); training goes on.")
+
+
+def interrupted_section() -> None:
+    """Offer the runs that ended unsaved (a killed server, a closed tab): resume, reopen to save, or discard."""
+    current = st.session_state.get(RUN_KEY)
+    if current is not None and current.alive:
+        return
+    items = []
+    with guard("list the unsaved runs"):  # an unreadable folder, a bad VAE_AUTOSAVE_KEEP
+        items = autosave.interrupted_runs(state.autosave_dir())
+        autosave.autosave_keep()
+    if not items:
+        return
+    with st.container(border=True, key="train_interrupted"):
+        st.markdown(
+            "**Unsaved runs**, autosaved after every epoch: they ended without a save (a server restart, a closed "
+            "tab, a newer run)."
+        )
+        for item in items[:INTERRUPTED_SHOWN]:
+            info, key = item.info, item.path.stem
+            cfg = info.model_config
+            last = info.history[-1].get("val_total") if info.history else None
+            st.markdown(
+                f"{md(info.dataset)} · {cfg.arch.upper()} · z = {cfg.latent_dim} · "
+                f"**{item.epochs_done} of {item.epochs_planned} epochs**"
+                + (f" · test −ELBO {last:.1f} nats" if isinstance(last, float) else "")
+                + f" · autosaved {autosave.age_text(item.saved_at)}"
+            )
+            c1, c2, c3 = st.columns(3)
+            if item.epochs_left and c1.button(
+                f"Resume ({item.epochs_left} left)",
+                key=f"train_resume_{key}",
+                icon=":material/play_arrow:",
+            ):
+                reopen(item, train=True)
+            if c2.button("Open to save", key=f"train_reopen_{key}", icon=":material/save:"):
+                reopen(item, train=False)
+            if c3.button("Discard", key=f"train_discard_{key}", icon=":material/delete:"):
+                try:
+                    autosave.discard(item.path)
+                except autosave.AutosaveTaken as exc:
+                    st.warning(f"Not discarded: {exc}.")
+                else:
+                    st.rerun()
+        if len(items) > INTERRUPTED_SHOWN:
+            st.caption(
+                f"…and {len(items) - INTERRUPTED_SHOWN} older. The newest {autosave.autosave_keep()} are kept "
+                f"(set {autosave.AUTOSAVE_KEEP_ENV} to keep more)."
+            )
+
+
+def reopen(item: autosave.InterruptedRun, *, train: bool) -> None:
+    """Make an interrupted run this session's run: continue training it, or reopen it for saving."""
+    with guard("resume the run" if train else "open the run"):
+        try:
+            run = TrainingRun.from_autosave(item, train=train, keep_going=state.session_alive_check())
+            run.start()
+        except (autosave.AutosaveTaken, RunCapacityError) as exc:
+            st.warning(f"Not started: {exc}.")
+            return
+        begin(run, None)
+        st.session_state[SAVED_KEY] = None
+        st.rerun()

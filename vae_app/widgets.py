@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 
 from vae_app import cache, charts, figures, state
+from vae_app.escape import code, md
+from vae_core import limits
 from vae_core.atlas import Atlas
 from vae_core.checkpoints import LoadedCheckpoint
 from vae_core.datasets import DatasetUnavailable
@@ -37,13 +39,16 @@ def show_images(
 
 @contextmanager
 def guard(action: str) -> Iterator[None]:
-    """Show any failure inside the block as a one-line message instead of a traceback."""
+    """Show any failure inside the block as a one-line message instead of a traceback.
+
+    ``action`` is Markdown: quote names from files with ``escape.code`` or ``escape.md``.
+    """
     try:
         yield
     except (CheckpointError, DatasetUnavailable, ImageError, ValueError) as exc:
-        st.error(f"Could not {action}: {exc}")
+        st.error(f"Could not {action}: {md(exc)}")  # messages quote names from files and folders
     except Exception as exc:  # a page must never show a traceback
-        st.error(f"Could not {action}: {type(exc).__name__}: {exc}")
+        st.error(f"Could not {action}: {type(exc).__name__}: {md(exc)}")
 
 
 def scope_picker(loaded: LoadedCheckpoint) -> None:
@@ -99,7 +104,7 @@ def model_picker() -> None:
             info = loaded.info
             figures = info.metrics
             lines = [
-                f"**{info.dataset}** · {info.model_config.arch} · z = {info.model_config.latent_dim} · "
+                f"**{md(info.dataset)}** · {info.model_config.arch} · z = {info.model_config.latent_dim} · "
                 f"{info.epochs} epochs",
             ]
             if "test_total" in figures:
@@ -109,7 +114,7 @@ def model_picker() -> None:
             st.sidebar.caption(" · ".join(lines), help=ELBO_HELP)
             scope_picker(loaded)
     for path, reason in bad:
-        st.sidebar.warning(f"Skipped `{path.name}`: {reason}")
+        st.sidebar.warning(f"Skipped {code(path.name)}: {md(reason)}")
     upload = st.sidebar.file_uploader(
         "Upload a checkpoint",
         type=["pt"],
@@ -122,9 +127,24 @@ def model_picker() -> None:
             if upload.size > state.MAX_CHECKPOINT_UPLOAD_MB * 1024 * 1024:
                 raise CheckpointError(f"the file is larger than {state.MAX_CHECKPOINT_UPLOAD_MB} MB")
             state.remember_upload(upload.name, upload.getvalue())
+        except limits.LimitError as exc:
+            st.sidebar.error(
+                f"{code(upload.name)} was not loaded: {md(exc)}. Or press **Forget uploaded models** to make room."
+            )
+        except Exception as exc:  # a CheckpointError, or anything else a hostile file provokes
+            kind = "" if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: "
+            st.sidebar.error(f"{code(upload.name)} was not loaded: {kind}{md(exc)}")
+        else:
             st.rerun()
-        except CheckpointError as exc:
-            st.sidebar.error(f"`{upload.name}` was not loaded: {exc}")
+    if st.session_state.get(state.UPLOADS_KEY):
+        st.sidebar.button(
+            "Forget uploaded models",
+            key="app_forget_uploads",
+            on_click=state.forget_uploads,
+            icon=":material/delete:",
+            help=f"This session keeps up to {limits.MAX_SESSION_UPLOADS.value:,} uploaded checkpoints "
+            f"({limits.MAX_SESSION_UPLOAD_MB.value:,g} MB in all) until its tab closes.",
+        )
 
 
 PREVIEW_PX = 224
@@ -186,14 +206,14 @@ def neighbour_grid(
     for row in range(0, len(found), ncols):
         for col, (i, d) in zip(st.columns(ncols), found[row : row + ncols]):
             # No-break spaces: a narrow caption wraps only before "d = ...".
-            cls = figures.class_name(class_names, int(labels[i])).replace(" ", NBSP)
+            cls = md(figures.class_name(class_names, int(labels[i]))).replace(" ", NBSP)
             caption = f"#{i}{NBSP}·{NBSP}{cls}, d{NBSP}={NBSP}{d:.2f}"
             col.image(upscale(to_pil(images[i]), scale=4), caption=caption, width="stretch")
 
 
 def map_caption(atlas: Atlas, source: str) -> str:
-    """Say what the shared map shows: the codes of ``source`` and how the atlas laid them out."""
-    how = MAP_WORDS.get(atlas.layout, atlas.layout)
+    """Say what the shared map shows: the codes of ``source`` (Markdown) and how the atlas laid them out."""
+    how = MAP_WORDS.get(atlas.layout, md(atlas.layout))
     return f"The codes μ of the {source} on the model's map, drawn by {how}: the same map as the Latent map page."
 
 
@@ -202,7 +222,7 @@ def nll_references(loaded: LoadedCheckpoint, mine: list[tuple[str, float]], *, s
     info = loaded.info
     if info.dataset.lower() != "mnist":
         st.caption(
-            f"Published reference figures exist for MNIST; this model was trained on {info.dataset}, so there is "
+            f"Published reference figures exist for MNIST; this model was trained on {md(info.dataset)}, so there is "
             "nothing to compare it with here."
         )
         return
@@ -331,11 +351,11 @@ def endpoint_picker(
             st.info("Upload an image to use it as this end of the path.")
             return None, None
         result = None
-        with guard(f"read `{upload.name}`"):
+        with guard(f"read {code(upload.name)}"):
             result = cache.prepared_image(upload.getvalue(), image_shape, style)
         if result is None:
             return None, None
-        st.image(upscale(to_pil(result.x[0]), scale=5), caption=f"{upload.name}, as the model sees it")
+        st.image(upscale(to_pil(result.x[0]), scale=5), caption=f"{md(upload.name)}, as the model sees it")
         return result.x, None
     classes = np.unique(atlas.labels).tolist()
     st.session_state.setdefault(f"{key}_class", default_class)
@@ -353,13 +373,16 @@ def endpoint_picker(
             f"Which of the {len(members)} images of this class", 0, len(members) - 1, key=f"{key}_index"
         )
     row = members[position]
-    caption = f"test image #{row} · {figures.class_name(data.class_names, label)}"
+    caption = f"test image #{row} · {md(figures.class_name(data.class_names, label))}"
     st.image(upscale(to_pil(data.images[row]), scale=5), caption=caption)
     return data.images[row : row + 1], row
 
 
 def preparation_steps(result: PreparedImage, name: str) -> None:
-    """Show each step that turned a picture into the model's input, enlarged, and a list of what was done."""
+    """Show each step that turned a picture into the model's input, enlarged, and a list of what was done.
+
+    ``name`` is Markdown (quote a file name with ``escape.code``).
+    """
     for col, (label, img) in zip(st.columns(max(len(result.steps), 4)), result.steps):
         col.image(enlarge(img), caption=label, width="stretch")
     notes = "\n".join(f"- {note}" for note in result.notes) or "- nothing needed changing"

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from vae_app import cache, figures, state
+from vae_app.escape import md
 from vae_app.widgets import ELBO_HELP, guard, map_caption
 from vae_core.datasets import to_float
 from vae_core.export import traversal_sheet
@@ -63,8 +64,8 @@ if loaded_a is None or loaded_b is None:
 shape_a, shape_b = loaded_a.info.model_config.image_shape, loaded_b.info.model_config.image_shape
 if shape_a != shape_b:
     st.error(
-        f"These models read different images: {loaded_a.info.name} takes {shape_a[1]}×{shape_a[2]} pixels with "
-        f"{shape_a[0]} channel(s), {loaded_b.info.name} {shape_b[1]}×{shape_b[2]} with {shape_b[0]}. Pick two "
+        f"These models read different images: {md(loaded_a.info.name)} takes {shape_a[1]}×{shape_a[2]} pixels "
+        f"with {shape_a[0]} channel(s), {md(loaded_b.info.name)} {shape_b[1]}×{shape_b[2]} with {shape_b[0]}. Pick two "
         "models trained on the same kind of images."
     )
     st.stop()
@@ -73,14 +74,14 @@ if shape_a != shape_b:
 data = state.require_eval_data(loaded_a)
 if loaded_a.info.dataset != loaded_b.info.dataset:
     st.warning(
-        f"Model A was trained on {loaded_a.info.dataset} and model B on {loaded_b.info.dataset}; both are "
+        f"Model A was trained on {md(loaded_a.info.dataset)} and model B on {md(loaded_b.info.dataset)}; both are "
         f"shown model A's test images, which model B has never seen the like of."
     )
 atlases = {}
 for column, loaded, tag in zip(st.columns(2, gap="large"), (loaded_a, loaded_b), "AB"):
     with column, guard(f"map model {tag}"):
-        st.subheader(f"{tag}: {loaded.info.name}")
-        atlas = state.atlas_for(loaded, data, label=f"model {tag} ({loaded.info.name})")
+        st.subheader(f"{tag}: {md(loaded.info.name)}")
+        atlas = state.atlas_for(loaded, data, label=f"model {tag} ({md(loaded.info.name)})")
         fig = figures.latent_map(atlas, data.class_names, height=420)
         st.plotly_chart(fig, width="stretch", key=f"compare_map_{tag}")
         st.caption(map_caption(atlas, f"{len(atlas):,} evaluation images of model A"))
@@ -102,7 +103,7 @@ summaries = {
     for (tag, a), loaded in zip(atlases.items(), (loaded_a, loaded_b))
 }
 rows = {
-    "dataset": lambda i, s: i.dataset,
+    "dataset": lambda i, s: md(i.dataset),  # st.table renders Markdown in cells
     "architecture": lambda i, s: f"{i.model_config.arch}, {i.model_config.likelihood} decoder",
     "latent dimensions": lambda i, s: str(s.latent_dim),
     "parameters": lambda i, s: f"{s.parameters:,}",
@@ -118,7 +119,7 @@ rows = {
 }
 table = pd.DataFrame(
     {
-        f"{tag}: {loaded.info.name}": [f(loaded.info, summaries[tag]) for f in rows.values()]
+        f"{tag}: {md(loaded.info.name)}": [f(loaded.info, summaries[tag]) for f in rows.values()]
         for tag, loaded in zip("AB", (loaded_a, loaded_b))
     },
     index=list(rows),

@@ -5,6 +5,7 @@ import streamlit as st
 import torch
 
 from vae_app import cache, charts, figures, state, widgets
+from vae_app.escape import code
 from vae_core.datasets import to_float
 from vae_core.inference import decode_latents, encode_image
 from vae_core.metrics import anomaly_verdict, per_image_elbo
@@ -70,11 +71,11 @@ content, name, row = None, None, None  # row: the atlas row of a test image, who
 if upload is not None:
     if upload.size > MAX_UPLOAD_BYTES:
         st.error(
-            f"`{upload.name}` is {upload.size / MB:.1f} MB; the limit is {MAX_UPLOAD_BYTES // MB} MB. "
+            f"{code(upload.name)} is {upload.size / MB:.1f} MB; the limit is {MAX_UPLOAD_BYTES // MB} MB. "
             "Upload a smaller image: a digit needs only a few hundred pixels a side."
         )
         st.stop()
-    content, name = upload.getvalue(), f"`{upload.name}`"
+    content, name = upload.getvalue(), code(upload.name)  # Markdown: a file name is data
 elif choice == DRAWING:
     content, name = cache.example_drawing(), "the example drawing"
 else:

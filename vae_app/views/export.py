@@ -3,6 +3,7 @@
 import streamlit as st
 
 from vae_app import cache, state
+from vae_app.escape import md
 from vae_app.widgets import ELBO_HELP, guard
 from vae_core.export import CONFIG_FILE, METADATA_FILE, SPRITE_FILE, VECTORS_FILE
 
@@ -62,9 +63,11 @@ c_csv.download_button(
     icon=":material/table:",
     key="export_csv",
     help=f"Columns index, label, z0 … z{d - 1}, neg_elbo (the image's −ELBO in nats), map_x, map_y (its "
-    f"position on the Latent map, {atlas.layout}). {ELBO_HELP}",
+    f"position on the Latent map, {md(atlas.layout)}). {ELBO_HELP}",
 )
-st.caption(f"{n:,} images × {d} latent dimensions from **{info.name}**; zip {len(archive) / 1024:,.0f} KB.")
+st.caption(
+    f"{n:,} images × {d} latent dimensions from **{md(info.name)}**; zip {len(archive) / 1024:,.0f} KB."
+)
 
 with st.container(border=True):
     st.markdown(

@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from vae_app import state
+from vae_app.escape import md
 from vae_app.widgets import ELBO_HELP, guard, show_images
 from vae_core.imaging import to_uint8
 from vae_core.inference import decode_latents, prior_samples
@@ -21,7 +22,7 @@ cfg = info.model_config
 metrics = info.metrics
 
 cols = st.columns(6)
-cols[0].metric("Dataset", info.dataset)
+cols[0].metric("Dataset", md(info.dataset))
 cols[1].metric("Architecture", cfg.arch.upper())
 cols[2].metric("Latent dimensions", cfg.latent_dim)
 cols[3].metric("Epochs trained", info.epochs)
@@ -34,7 +35,9 @@ cols[5].metric(
     else None,
 )
 if info.extra.get("description"):
-    st.caption(f"{info.extra['description']} · {model.num_parameters():,} parameters · {info.preprocessing}")
+    st.caption(
+        f"{md(info.extra['description'])} · {model.num_parameters():,} parameters · {md(info.preprocessing)}"
+    )
 
 st.session_state.setdefault("home_seed", 0)
 st.session_state.setdefault("home_example", 0)

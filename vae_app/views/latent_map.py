@@ -7,6 +7,7 @@ import numpy as np
 import streamlit as st
 
 from vae_app import figures, state
+from vae_app.escape import md
 from vae_app.widgets import ELBO_HELP, guard, show_images
 from vae_core.geometry import project, selected_indices
 from vae_core.inference import decode_latents
@@ -24,7 +25,8 @@ st.caption(
 loaded = state.require_model()
 data, atlas = state.require_atlas(loaded)
 d = loaded.info.model_config.latent_dim
-layout_name = "latent plane" if atlas.layout == "latent" else f"{atlas.layout} (neighbours kept)"
+# Radio options render Markdown; the layout's name comes from the checkpoint file.
+layout_name = "latent plane" if atlas.layout == "latent" else f"{md(atlas.layout)} (neighbours kept)"
 views = [layout_name, "PCA"] + (["two chosen dims"] if d > 2 else [])
 st.session_state.setdefault("latent_map_view", views[0])
 if st.session_state["latent_map_view"] not in views:
@@ -85,7 +87,7 @@ with pick_col:
     else:
         st.subheader(f"{len(picked):,} selected")
         names = [figures.class_name(data.class_names, int(atlas.labels[i])) for i in picked]
-        st.caption("By class: " + " · ".join(f"{n} ×{c}" for n, c in Counter(names).most_common()))
+        st.caption("By class: " + " · ".join(f"{md(n)} ×{c}" for n, c in Counter(names).most_common()))
         # Plotly lists the points trace by trace, i.e. class by class: show a spread over the whole selection.
         ordered = np.sort(picked)
         few = ordered[np.linspace(0, len(ordered) - 1, min(len(ordered), MAX_SELECTED)).round().astype(int)]

@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from vae_app import cache, figures, state, train_run
+from vae_app.escape import md
 from vae_app.widgets import show_images
 from vae_core.geometry import timeline_projection
 from vae_core.timeline import Timeline
@@ -36,7 +37,7 @@ def thinned(timeline: Timeline) -> Timeline:
 
 
 def draw(timeline: Timeline, class_names: tuple[str, ...], note: str) -> None:
-    """Draw the animated map, the prior samples of a chosen epoch and both GIFs for ``timeline``."""
+    """Draw the animated map, the prior samples of a chosen epoch and both GIFs for ``timeline`` (``note``: Markdown)."""
     shown = thinned(timeline)
     frames = shown.frames
     epochs = [f.epoch for f in frames]
@@ -86,7 +87,11 @@ def draw_live(was_live: bool) -> None:
         st.info("Waiting for the first epoch to finish …")
         return
     names = tuple(run.data.class_names) if run.data is not None else ()
-    draw(Timeline(snap.timeline, snap.timeline_labels), names, f"live, refreshed every 2 seconds, {run_name}")
+    draw(
+        Timeline(snap.timeline, snap.timeline_labels),
+        names,
+        f"live, refreshed every 2 seconds, {md(run_name)}",
+    )
 
 
 loaded = state.current_model()
@@ -126,13 +131,13 @@ if source == "live":
 elif source == "model":
     if loaded.timeline is None:
         st.info(
-            f"**{loaded.info.name}** carries no training timeline: it was saved without one (before the app "
+            f"**{md(loaded.info.name)}** carries no training timeline: it was saved without one (before the app "
             f"recorded timelines, or outside the Train page). {NO_TIMELINE} To record one for this model, tick "
             "*Continue training the current model* there."
         )
         st.page_link("vae_app/views/train.py", label="Go to the Train page", icon=":material/model_training:")
     else:
-        draw(loaded.timeline, tuple(loaded.info.class_names), f"saved with {loaded.info.name}")
+        draw(loaded.timeline, tuple(loaded.info.class_names), f"saved with {md(loaded.info.name)}")
 else:
     chosen = runs[int(source.removeprefix("run:"))]
-    draw(chosen.timeline, chosen.class_names, f"{chosen.name}, kept for this session")
+    draw(chosen.timeline, chosen.class_names, f"{md(chosen.name)}, kept for this session")

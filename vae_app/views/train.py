@@ -6,13 +6,14 @@ import numpy as np
 import streamlit as st
 
 from vae_app import charts, figures, state, train_form, train_run
+from vae_app.escape import code, md
 from vae_app.widgets import guard, show_images
 from vae_core.datasets import available_offline
 from vae_core.geometry import timeline_projection
 from vae_core.naming import checkpoint_path, sanitize_name
 from vae_core.runs import RunSnapshot, TrainingRun
 
-RUN_KEY, SAVED_KEY = train_run.RUN_KEY, "train_saved"
+RUN_KEY, SAVED_KEY = train_run.RUN_KEY, train_run.SAVED_KEY
 
 st.title("Train a VAE")
 st.caption(
@@ -32,7 +33,7 @@ def draw_run(run: TrainingRun, was_live: bool) -> None:
     if was_live and snap.done:
         st.rerun(scope="app")
     if snap.status in ("pending", "loading"):
-        text = f"Loading {run.train_config.dataset} …"
+        text = f"Loading {md(run.train_config.dataset)} …"
     elif snap.done:
         text = f"{len(snap.history)} of {snap.epochs} epochs trained"
     else:
@@ -43,6 +44,8 @@ def draw_run(run: TrainingRun, was_live: bool) -> None:
     if not snap.done and head.button("Stop", key="train_stop", icon=":material/stop:"):
         run.stop()
         head.caption("Stopping at the next step; the model keeps its last complete epoch.")
+    with head:
+        train_run.autosave_note(snap)
     if snap.done:
         with head:
             train_run.outcome(snap)
@@ -94,23 +97,26 @@ def save_section(run: TrainingRun, snap: RunSnapshot) -> None:
     if run.model is None or run.data is None or not snap.history or not good:
         return
     st.subheader("Save this model")
-    cfg = run.model_config
-    source = run.train_config.dataset.rstrip("/").split("/")[-1]
-    name = st.text_input("Name", f"{source}-{cfg.arch}-{cfg.latent_dim}", key="train_save_name")
     folder = state.checkpoint_dir()
+    name = st.text_input("Name", train_run.suggested_name(run, folder), key="train_save_name")
     try:
-        st.caption(f"Will be saved as `{folder.name}/{sanitize_name(name)}.pt`, with its training timeline.")
+        st.caption(
+            f"Will be saved as {code(f'{folder.name}/{sanitize_name(name)}.pt')}, with its training timeline."
+        )
     except ValueError as exc:
-        st.caption(f"Not a usable name: {exc}.")
+        st.caption(f"Not a usable name: {md(exc)}.")
     # A fresh checkbox after every save, so "replace" never stays ticked for the next name.
     saves = st.session_state.setdefault("train_save_count", 0)
     overwrite = st.checkbox("Replace a model of the same name", key=f"train_save_overwrite_{saves}")
     if not st.button("Save model", key="train_save", type="primary", icon=":material/save:"):
         return
+    # A failed attempt must not leave an earlier "Saved to" above its error.
+    st.session_state[SAVED_KEY] = None
     path = None
     with guard("save the model"):
         target = checkpoint_path(folder, name, overwrite=overwrite, allow_shipped=False)
-        path = train_run.save_run(run, snap, target)
+        # The name is claimed again when the file is written: another session may take it meanwhile.
+        path = train_run.save_run(run, snap, target, overwrite=overwrite)
     if path is not None:
         state.select_model_file(path)
         st.session_state[SAVED_KEY] = str(path)
@@ -127,6 +133,7 @@ with settings:
         st.session_state[SAVED_KEY] = None
 
 with live:
+    train_run.interrupted_section()  # runs a killed server or a closed tab left unsaved
     run = st.session_state[RUN_KEY]
     if run is None:
         st.info("No run yet. Choose the settings on the left and press **Start training**.")
@@ -139,7 +146,7 @@ with live:
             save_section(run, snap)
         if st.session_state[SAVED_KEY]:
             st.success(
-                f"Saved to `{st.session_state[SAVED_KEY]}`. It is now the current model in the sidebar, "
+                f"Saved to {code(st.session_state[SAVED_KEY])}. It is now the current model in the sidebar, "
                 "so every page shows it."
             )
             st.page_link(

@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from vae_app import cache, figures, state
+from vae_app.escape import md
 from vae_app.widgets import guard
 from vae_core.imaging import to_pil, upscale
 
@@ -95,7 +96,7 @@ left, right = st.columns([1.4, 4], gap="large")
 with left:
     st.image(
         upscale(to_pil(data.images[index]), scale=scale),
-        caption=f"The example: test image #{index} ({figures.class_name(data.class_names, label)})",
+        caption=f"The example: test image #{index} ({md(figures.class_name(data.class_names, label))})",
         width=TILE_PX,
         output_format="PNG",
     )
