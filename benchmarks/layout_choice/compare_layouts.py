@@ -77,6 +77,9 @@ K = 10
 TRUST_SUBSET = 3000
 N_HELD_OUT = 500
 N_SINGLE_CALLS = 20
+# A timing taken while other processes kept more than QUIET cores busy is repeated (ATTEMPTS in all).
+QUIET = 0.25
+ATTEMPTS = 3
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -182,22 +185,31 @@ def _opentsne(neighbors: str, early: int = 250, n_iter: int = 500, **extra: Any)
     return fit
 
 
-def opentsne_lowlevel_embedding(x: np.ndarray, seed: int | None, neighbors: str, early: int, n_iter: int):
-    """openTSNE's lower-level API: affinities, PCA init, then the two optimisation phases."""
+def opentsne_lowlevel_embedding(
+    x: np.ndarray, seed: int | None, neighbors: str, early: int, n_iter: int, ints_in_interval: int = 1
+):
+    """openTSNE's lower-level API as in its docs: affinities, PCA init, then the two phases."""
     from openTSNE import TSNEEmbedding, affinity, initialization
 
     aff = affinity.PerplexityBasedNN(
         x, perplexity=PERPLEXITY, method=neighbors, n_jobs=N_JOBS, random_state=seed
     )
     init = initialization.pca(x, random_state=seed)
-    emb = TSNEEmbedding(init, aff, negative_gradient_method="fft", n_jobs=N_JOBS, random_state=seed)
+    emb = TSNEEmbedding(
+        init,
+        aff,
+        negative_gradient_method="fft",
+        ints_in_interval=ints_in_interval,
+        n_jobs=N_JOBS,
+        random_state=seed,
+    )
     emb = emb.optimize(n_iter=early, exaggeration=12, momentum=0.5)
     return emb.optimize(n_iter=n_iter, momentum=0.8)
 
 
-def _opentsne_lowlevel(neighbors: str, early: int, n_iter: int) -> Callable[..., np.ndarray]:
+def _opentsne_lowlevel(neighbors: str, early: int, n_iter: int, ints: int = 1) -> Callable[..., np.ndarray]:
     def fit(x: np.ndarray, seed: int | None) -> np.ndarray:
-        return np.asarray(opentsne_lowlevel_embedding(x, seed, neighbors, early, n_iter))
+        return np.asarray(opentsne_lowlevel_embedding(x, seed, neighbors, early, n_iter, ints))
 
     return fit
 
@@ -262,14 +274,26 @@ LAYOUTS: dict[str, tuple[str, str, Callable[..., np.ndarray], bool]] = {
     ),
     "ot-low-annoy-375": (
         "openTSNE",
-        "low-level API: PerplexityBasedNN(annoy) + optimize 125+250",
+        "low-level API: PerplexityBasedNN(annoy) + optimize 125 (momentum 0.5) + 250",
         _opentsne_lowlevel("annoy", 125, 250),
+        False,
+    ),
+    "ot-low-annoy-375-ii2": (
+        "openTSNE",
+        "as ot-low-annoy-375, ints_in_interval=2",
+        _opentsne_lowlevel("annoy", 125, 250, 2),
         False,
     ),
     "ot-low-exact-375": (
         "openTSNE",
-        "low-level API: PerplexityBasedNN(exact) + optimize 125+250",
+        "low-level API: PerplexityBasedNN(exact) + optimize 125 (momentum 0.5) + 250",
         _opentsne_lowlevel("exact", 125, 250),
+        False,
+    ),
+    "ot-low-exact-375-ii2": (
+        "openTSNE",
+        "as ot-low-exact-375, ints_in_interval=2",
+        _opentsne_lowlevel("exact", 125, 250, 2),
         False,
     ),
     "umap-seeded": ("umap-learn", "UMAP 15 nn, min_dist 0.1, random_state=0 (1 thread)", _umap(True), True),
@@ -293,6 +317,17 @@ def busy_seconds() -> float:
         return 0.0
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(max_wait_s: float = 180.0, threshold: float = QUIET) -> float:
+    """Wait (up to max_wait_s) until other processes keep fewer than ``threshold`` cores busy."""
+    t0 = time.perf_counter()
+    while True:
+        b = busy_seconds()
+        time.sleep(2.0)
+        busy = (busy_seconds() - b) / 2.0
+        if busy < threshold or time.perf_counter() - t0 > max_wait_s:
+            return busy
 
 
 def run_worker(name: str, fits: int, out: Path) -> None:
@@ -324,14 +359,25 @@ def measure_layout(name: str, workers: int, fits: int) -> dict[str, Any]:
     runs, layouts = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(workers):
-            out = Path(tmp) / f"{i}.npy"
-            cmd = [sys.executable, __file__, "--worker", name, "--fits", str(fits), "--save", str(out)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise RuntimeError(f"worker {name} failed:\n{proc.stderr[-3000:]}")
-            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            tries = []
+            for _ in range(ATTEMPTS):  # repeat a worker whose fits ran beside other busy processes
+                if numba and i == 0:
+                    shutil.rmtree(cache, ignore_errors=True)  # worker 0 measures an empty JIT cache
+                wait_for_quiet()
+                out = Path(tmp) / f"{i}-{len(tries)}.npy"
+                cmd = [sys.executable, __file__, "--worker", name, "--fits", str(fits), "--save", str(out)]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"worker {name} failed:\n{proc.stderr[-3000:]}")
+                run = json.loads(proc.stdout.strip().splitlines()[-1])
+                print(f"  {name} worker {i}: {run}", flush=True)
+                tries.append((max(run["other_cores"]), run, out))
+                if tries[-1][0] < QUIET:
+                    break
+            _, run, out = min(tries, key=lambda t: t[0])
+            run["noisy_attempts"] = len(tries) - 1
+            runs.append(run)
             layouts.extend(np.load(out))
-            print(f"  {name} worker {i}: {runs[-1]}", flush=True)
     codes, labels = load_codes()
     first = layouts[0]
     spread = rms_spread(first)
@@ -351,6 +397,7 @@ def measure_layout(name: str, workers: int, fits: int) -> dict[str, Any]:
         "warm_calls_s": warm_calls,
         "cpu_s": [c for r in runs for c in r["cpu"]],
         "other_cores": [v for r in runs for v in r["other_cores"]],
+        "noisy_attempts": sum(r["noisy_attempts"] for r in runs),
         "knn_acc_2d": knn_accuracy(first, labels),
         "trustworthiness": trust(codes, first),
         "max_diff_rel": max(diffs),
@@ -430,27 +477,86 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
+def _other_cores(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Run fn; also return how many cores other processes kept busy meanwhile."""
+    busy, cpu, wall = busy_seconds(), time.process_time(), time.perf_counter()
+    out = fn()
+    wall = time.perf_counter() - wall
+    return out, max(0.0, busy_seconds() - busy - (time.process_time() - cpu)) / wall
+
+
 def time_placement(place: Callable[[np.ndarray], np.ndarray], new: np.ndarray) -> dict[str, Any]:
-    """First call, median single-point call over N_SINGLE_CALLS points, batch call, determinism."""
-    first, first_s = _timed(lambda: place(new[:1]))
-    singles, single_s = [], []
-    for i in range(N_SINGLE_CALLS):
-        out, s = _timed(lambda i=i: place(new[i : i + 1]))
-        singles.append(out[0])
-        single_s.append(s)
-    batch, batch_s = _timed(lambda: place(new))
-    batch2, batch2_s = _timed(lambda: place(new))
-    again = place(new[:1])
-    return {
-        "placed": batch,
-        "first_call_s": first_s,
-        "single_s_median": float(np.median(single_s)),
-        "single_s_range": [float(min(single_s)), float(max(single_s))],
-        "batch_s": [batch_s, batch2_s],
-        "same_point_twice_maxdiff": float(np.abs(again[0] - first[0]).max()),
-        "batch_twice_maxdiff": float(np.abs(batch - batch2).max()),
-        "single_vs_batch_maxdiff": float(np.abs(np.stack(singles) - batch[:N_SINGLE_CALLS]).max()),
-    }
+    """First call, median single-point call over N_SINGLE_CALLS points, batch call, determinism.
+
+    The first call (JIT compilation, thread pools) is timed once. The rest is repeated, up to
+    ATTEMPTS times, while other processes kept more than QUIET cores busy; the quietest is kept.
+    """
+    wait_for_quiet()
+    (first, first_s), first_others = _other_cores(lambda: _timed(lambda: place(new[:1])))
+
+    def attempt() -> dict[str, Any]:
+        singles, single_s = [], []
+        for i in range(N_SINGLE_CALLS):
+            out, s = _timed(lambda i=i: place(new[i : i + 1]))
+            singles.append(out[0])
+            single_s.append(s)
+        batch, batch_s = _timed(lambda: place(new))
+        batch2, batch2_s = _timed(lambda: place(new))
+        again = place(new[:1])
+        return {
+            "placed": batch,
+            "single_s_median": float(np.median(single_s)),
+            "single_s_range": [float(min(single_s)), float(max(single_s))],
+            "batch_s": [batch_s, batch2_s],
+            "same_point_twice_maxdiff": float(np.abs(again[0] - first[0]).max()),
+            "batch_twice_maxdiff": float(np.abs(batch - batch2).max()),
+            "single_vs_batch_maxdiff": float(np.abs(np.stack(singles) - batch[:N_SINGLE_CALLS]).max()),
+        }
+
+    tries = []
+    for _ in range(ATTEMPTS):
+        wait_for_quiet()
+        result, others = _other_cores(attempt)
+        tries.append((others, result))
+        if others < QUIET:
+            break
+    others, best = min(tries, key=lambda t: t[0])
+    best.update(
+        first_call_s=first_s,
+        first_call_other_cores=first_others,
+        other_cores=others,
+        attempts_other_cores=[t[0] for t in tries],
+        attempts_single_s_median=[t[1]["single_s_median"] for t in tries],
+    )
+    return best
+
+
+def rebuild_tsne(ref_codes: np.ndarray, layout: np.ndarray, method: str, ints_in_interval: int) -> Any:
+    """A TSNEEmbedding that can ``transform``, rebuilt from plain arrays (reference codes, 2-D layout)."""
+    from openTSNE import TSNEEmbedding, affinity
+
+    aff = affinity.PerplexityBasedNN(
+        ref_codes, perplexity=PERPLEXITY, method=method, n_jobs=N_JOBS, random_state=SEED
+    )
+    return TSNEEmbedding(
+        layout.copy(),
+        aff,
+        negative_gradient_method="fft",
+        ints_in_interval=ints_in_interval,
+        n_jobs=N_JOBS,
+        random_state=SEED,
+    )
+
+
+def run_reload_check(saved: Path, method: str, ints_in_interval: int) -> None:
+    with np.load(saved) as d:
+        ref_codes, layout, new_codes, placed = d["ref_codes"], d["layout"], d["new_codes"], d["placed"]
+    _, import_s = _timed(lambda: __import__("openTSNE"))
+    reloaded, rebuild_s = _timed(lambda: rebuild_tsne(ref_codes, layout, method, ints_in_interval))
+    after, first_s = _timed(lambda: np.asarray(reloaded.transform(new_codes[:1])))
+    after = np.asarray(reloaded.transform(new_codes))
+    result = {"import_s": import_s, "rebuild_s": rebuild_s, "first_transform_s": first_s}
+    print(json.dumps(result | {"maxdiff": float(np.abs(after - placed).max())}))
 
 
 def measure_placement(
@@ -463,7 +569,12 @@ def measure_placement(
     new_i, ref_i = order[:N_HELD_OUT], order[N_HELD_OUT:]
     ref_codes, new_codes = codes[ref_i].astype(np.float64), codes[new_i].astype(np.float64)
     ref_labels, new_labels = labels[ref_i], labels[new_i]
+    from sklearn.neighbors import NearestNeighbors
+
+    latent_nn = NearestNeighbors(n_neighbors=K).fit(ref_codes).kneighbors(new_codes, return_distance=False)
     result: dict[str, Any] = {
+        # reference for the placed points' label accuracy: their 10 nearest reference codes in 16-D
+        "heldout_latent_label_acc": float((majority(ref_labels[latent_nn]) == new_labels).mean()),
         "tsne": f"openTSNE fft, {tsne_neighbors}, {tsne_iters[0]}+{tsne_iters[1]}, ints_in_interval={ints_in_interval}",
         "methods": {},
         "rebuild": {},
@@ -479,7 +590,7 @@ def measure_placement(
         print(f"  {name}: {timing}", flush=True)
 
     # openTSNE layout on the 9,500 reference codes.
-    from openTSNE import TSNE, TSNEEmbedding, affinity
+    from openTSNE import TSNE
 
     tsne_params = dict(
         negative_gradient_method="fft", ints_in_interval=ints_in_interval, n_jobs=N_JOBS, random_state=SEED
@@ -492,6 +603,7 @@ def measure_placement(
         n_iter=tsne_iters[1],
         **tsne_params,
     )
+    wait_for_quiet()
     emb, fit_s = _timed(lambda: tsne.fit(ref_codes))
     emb -= (emb.max(axis=0) + emb.min(axis=0)) / 2  # transform() re-centres in place; do it up front
     tsne_layout = np.array(emb)
@@ -504,15 +616,28 @@ def measure_placement(
         time_placement(lambda x: np.asarray(emb.transform(x)), new_codes),
     )
 
+    # Same embedding, but the k-NN index queried with n_jobs=1 (Annoy's joblib loop sleeps ~10 ms a call).
+    knn_index = emb.affinities.knn_index
+    knn_index.n_jobs = 1
+    if hasattr(knn_index.index, "n_jobs"):  # the exact index wraps a sklearn NearestNeighbors
+        knn_index.index.n_jobs = 1
+    record(
+        "openTSNE transform, index queried with n_jobs=1",
+        "openTSNE",
+        tsne_layout,
+        time_placement(lambda x: np.asarray(emb.transform(x)), new_codes),
+    )
+    knn_index.n_jobs = N_JOBS
+    if hasattr(knn_index.index, "n_jobs"):
+        knn_index.index.n_jobs = N_JOBS
+
     # After a reload only arrays are left: rebuild the affinity index on the reference codes.
     before = np.asarray(emb.transform(new_codes))
     for method in ("annoy", "exact"):
-        aff, rebuild_s = _timed(
-            lambda method=method: affinity.PerplexityBasedNN(
-                ref_codes, perplexity=PERPLEXITY, method=method, n_jobs=N_JOBS, random_state=SEED
-            )
+        wait_for_quiet()
+        reloaded, rebuild_s = _timed(
+            lambda method=method: rebuild_tsne(ref_codes, tsne_layout, method, ints_in_interval)
         )
-        reloaded = TSNEEmbedding(tsne_layout.copy(), aff, **tsne_params)
         after = np.asarray(reloaded.transform(new_codes))
         result["rebuild"][f"openTSNE PerplexityBasedNN({method})"] = {
             "rebuild_s": rebuild_s,
@@ -528,12 +653,26 @@ def measure_placement(
             )
         print(f"  rebuild {method}: {result['rebuild'][f'openTSNE PerplexityBasedNN({method})']}", flush=True)
 
+    # The same rebuild in a fresh process, as after a real reload: is the placement bit-identical?
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "saved.npz"
+        np.savez(saved, ref_codes=ref_codes, layout=tsne_layout, new_codes=new_codes, placed=before)
+        cmd = [sys.executable, __file__, "--reload-check", str(saved)]
+        cmd += ["--tsne-neighbors", tsne_neighbors, "--tsne-ints-in-interval", str(ints_in_interval)]
+        wait_for_quiet()
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        check = json.loads(proc.stdout.strip().splitlines()[-1])
+    check["maxdiff_vs_before_rel"] = check.pop("maxdiff") / rms_spread(tsne_layout)
+    result["rebuild"][f"openTSNE PerplexityBasedNN({tsne_neighbors}), fresh process"] = check
+    print(f"  reload check: {check}", flush=True)
+
     # UMAP layout (seeded, so the fit and transform are reproducible).
     from umap import UMAP
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         reducer = UMAP(n_neighbors=15, min_dist=0.1, random_state=SEED, n_jobs=N_JOBS)
+        wait_for_quiet()
         umap_layout, umap_fit_s = _timed(lambda: reducer.fit_transform(ref_codes))
         result["umap_fit_s"] = umap_fit_s
         result["umap_baseline"] = layout_baseline(ref_codes, umap_layout)
@@ -548,6 +687,7 @@ def measure_placement(
         index.prepare()
         return index
 
+    wait_for_quiet()
     _, rebuild_s = _timed(rebuild_umap_index)
     result["rebuild"]["UMAP NNDescent index + prepare (lower bound)"] = {"rebuild_s": rebuild_s}
 
@@ -560,8 +700,6 @@ def measure_placement(
                 layout,
                 time_placement(lambda x, lay=layout, w=weights: knn_place(ref_codes, lay, x, w), new_codes),
             )
-    from sklearn.neighbors import NearestNeighbors
-
     index, fit_nn_s = _timed(lambda: NearestNeighbors(n_neighbors=K).fit(ref_codes))
     _, query_s = _timed(lambda: [index.kneighbors(new_codes[i : i + 1]) for i in range(N_SINGLE_CALLS)])
     result["rebuild"]["kNN placement (numpy brute force)"] = {"rebuild_s": 0.0}
@@ -601,10 +739,11 @@ def layout_table(rows: list[dict[str, Any]], latent_acc: float) -> str:
             fresh += f" (empty JIT cache: {r['first_call_s'][0]:.1f})"
         warm = f"{r['warm_s']:.1f}" if r["warm_s"] is not None else "-"
         det = "yes" if r["deterministic"] else f"no ({r['max_diff_rel']:.2g})"
+        repeated = f" ({r['noisy_attempts']} workers repeated)" if r.get("noisy_attempts") else ""
         lines.append(
             f"| {r['name']} | {r['description']} | {np.median(r['import_s']):.1f} | {fresh} | {warm} "
             f"| {'/'.join(f'{v:.1f}' for v in r['first_call_s'] + r['warm_calls_s'])} "
-            f"| {np.median(r['cpu_s']):.1f} | {max(r['other_cores']):.1f} "
+            f"| {np.median(r['cpu_s']):.1f} | {max(r['other_cores']):.1f}{repeated} "
             f"| {r['knn_acc_2d']:.4f} | {r['trustworthiness']:.4f} | {det} |"
         )
     return "\n".join(lines)
@@ -612,23 +751,25 @@ def layout_table(rows: list[dict[str, Any]], latent_acc: float) -> str:
 
 def placement_table(p: dict[str, Any]) -> str:
     lines = [
+        f"held-out points' 10-NN label accuracy in the 16-D latent space: {p['heldout_latent_label_acc']:.3f}",
         f"{p['tsne']} fit on 9,500: {p['tsne_fit_s']:.1f} s; baseline offset (fitted points) median "
         f"{p['tsne_baseline']['offset_median']:.3f}, p90 {p['tsne_baseline']['offset_p90']:.3f}",
         f"UMAP fit on 9,500: {p['umap_fit_s']:.1f} s; baseline offset median "
         f"{p['umap_baseline']['offset_median']:.3f}, p90 {p['umap_baseline']['offset_p90']:.3f}",
         "",
-        "| method | layout | 1st call ms | single point ms (median of 20) | batch of 500 s "
-        "| deterministic | offset median | offset p90 | label acc | kept |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | layout | 1st call ms | single point ms, median of 20 (max) | batch of 500 s "
+        "| deterministic | offset median | offset p90 | label acc | kept | other load, cores, per attempt |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in p["methods"].items():
         det_diff = max(m["same_point_twice_maxdiff"], m["batch_twice_maxdiff"])
         det = "yes" if det_diff == 0 else f"no ({det_diff:.2g})"
         det += f"; 1 vs batch {m['single_vs_batch_maxdiff']:.2g}"
         lines.append(
-            f"| {name} | {m['layout']} | {m['first_call_s'] * 1e3:.1f} | {m['single_s_median'] * 1e3:.2f} "
+            f"| {name} | {m['layout']} | {m['first_call_s'] * 1e3:.1f} | {m['single_s_median'] * 1e3:.2f} ({m['single_s_range'][1] * 1e3:.1f}) "
             f"| {min(m['batch_s']):.3f} | {det} | {m['offset_median']:.3f} | {m['offset_p90']:.3f} "
-            f"| {m['label_acc']:.3f} | {m['kept']:.3f} |"
+            f"| {m['label_acc']:.3f} | {m['kept']:.3f} "
+            f"| {'/'.join(f'{v:.1f}' for v in m['attempts_other_cores'])} |"
         )
     lines += ["", "| rebuild after reload | seconds | notes |", "|---|---|---|"]
     for name, r in p["rebuild"].items():
@@ -649,10 +790,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/layout_choice.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--reload-check", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
         run_worker(args.worker, args.fits, args.save)
+        return 0
+    if args.reload_check:
+        run_reload_check(args.reload_check, args.tsne_neighbors, args.tsne_ints_in_interval)
         return 0
 
     codes, labels = load_codes()
