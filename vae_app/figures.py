@@ -18,7 +18,7 @@ from vae_core.geometry import grid_position
 from vae_core.imaging import label_hex
 
 MARKER_SIZE = 5
-SCATTERGL_ABOVE = 1000  # WebGL draws thousands of points smoothly; SVG is crisper for a few
+SCATTERGL_ABOVE = 5000  # WebGL pays off above this; below, SVG draws sooner (no GL context to create)
 HIGHLIGHT = "#111827"
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from vae_app import state
+from vae_app import own_images, state
 from vae_app.escape import code, md, md_lines
 from vae_app.widgets import guard
 from vae_core import autosave
@@ -173,7 +173,12 @@ def reopen(item: autosave.InterruptedRun, *, train: bool) -> None:
     """Make an interrupted run this session's run: continue training it, or reopen it for saving."""
     with guard("resume the run" if train else "open the run"):
         try:
-            run = TrainingRun.from_autosave(item, train=train, keep_going=state.session_alive_check())
+            run = TrainingRun.from_autosave(
+                item,
+                train=train,
+                folder_roots=own_images.session_roots(),
+                keep_going=state.session_alive_check(),
+            )
             run.start()
         except (autosave.AutosaveTaken, RunCapacityError) as exc:
             st.warning(f"Not started: {exc}.")

@@ -141,9 +141,12 @@ class TrainingRun:
         train: bool = True,
         data: DatasetSplits | None = None,
         data_root: str | None = None,
+        folder_roots: Sequence[Path] | None = None,
         keep_going: Callable[[], bool] | None = None,
     ) -> TrainingRun:
         """Continue an interrupted run from its autosave (``train``), or reopen it for saving.
+
+        ``folder_roots`` bounds a folder dataset as for a new run (the app passes its allowed roots).
 
         The run trains the epochs it had left (at least one more when it had ended), continues
         its history and timeline, and autosaves to a new file that replaces the old one after
@@ -164,6 +167,7 @@ class TrainingRun:
             replace(info.train_config, epochs=max(1, left)),
             data=data,
             data_root=data_root,
+            folder_roots=folder_roots,
             # A copy: a loaded model is read-only (no grad), and the run trains its own.
             init_state={k: t.clone() for k, t in loaded.model.state_dict().items()},
             history=info.history,

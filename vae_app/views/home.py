@@ -3,9 +3,9 @@
 import numpy as np
 import streamlit as st
 
-from vae_app import state
+from vae_app import charts, figures, state
 from vae_app.escape import md
-from vae_app.widgets import ELBO_HELP, guard, show_images
+from vae_app.widgets import ELBO_HELP, guard, map_caption, show_images
 from vae_core.imaging import to_uint8
 from vae_core.inference import decode_latents, prior_samples
 from vae_core.metrics import ELBO_ESTIMATOR, elbo_breakdown
@@ -113,3 +113,23 @@ with text_col:
             f"Over the test set this model averages a reconstruction term of {-metrics['test_recon']:.1f} "
             f"and a KL of {metrics['test_kl']:.1f} nats per image."
         )
+
+st.divider()
+map_col, loss_col = st.columns([2, 3], gap="large")
+with map_col:
+    st.subheader("Where its test images land")
+    star = figures.Marker(atlas.coords[example : example + 1], f"test image #{example}")
+    fig = figures.latent_map(atlas, data.class_names, markers=[star], height=420)
+    st.plotly_chart(fig, key="home_map")
+    st.caption(
+        f"{map_caption(atlas, data.source)} The star is the example above. Explore it on the Latent map page."
+    )
+with loss_col:
+    st.subheader("How it trained")
+    if info.history:
+        st.plotly_chart(charts.loss_curves(list(info.history)), key="home_history")
+        st.caption(
+            "−ELBO and its two parts after each epoch, in nats per image: solid on the training images, dashed on the test images."
+        )
+    else:
+        st.info("This checkpoint records no training history.")
