@@ -34,6 +34,21 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+# Every page of the app, in the navigation's order.
+PAGES = [
+    "vae_app/views/home.py",
+    "vae_app/views/train.py",
+    "vae_app/views/latent_map.py",
+    "vae_app/views/decode.py",
+    "vae_app/views/interpolate.py",
+    "vae_app/views/encode.py",
+    "vae_app/views/health.py",
+    "vae_app/views/traversals.py",
+    "vae_app/views/timeline.py",
+    "vae_app/views/evaluate.py",
+    "vae_app/views/compare.py",
+    "vae_app/views/export.py",
+]
 TINY_MODELS = {
     "tiny-mlp-2": ModelConfig(arch="mlp", latent_dim=2, hidden=(32,)),
     "tiny-conv-4": ModelConfig(arch="conv", latent_dim=4, channels=(4, 8)),

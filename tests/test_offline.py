@@ -5,22 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_support import ROOT, app_test, assert_no_exception, select_model
+from tests.app_support import PAGES, ROOT, app_test, assert_no_exception, select_model
 
-PAGES = [
-    "vae_app/views/home.py",
-    "vae_app/views/train.py",
-    "vae_app/views/latent_map.py",
-    "vae_app/views/decode.py",
-    "vae_app/views/interpolate.py",
-    "vae_app/views/encode.py",
-    "vae_app/views/health.py",
-    "vae_app/views/traversals.py",
-    "vae_app/views/timeline.py",
-    "vae_app/views/evaluate.py",
-    "vae_app/views/compare.py",
-    "vae_app/views/export.py",
-]
 SHIPPED = ["mnist-conv-16", "mnist-mlp-2", "digits-mlp-8"]
 
 

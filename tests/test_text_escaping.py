@@ -17,7 +17,14 @@ import torch
 from google.protobuf.json_format import MessageToDict
 from PIL import Image
 
-from tests.app_support import app_test, assert_no_exception, select_model, streamlit_server, wait_for_app
+from tests.app_support import (
+    PAGES,
+    app_test,
+    assert_no_exception,
+    select_model,
+    streamlit_server,
+    wait_for_app,
+)
 from tests.helpers import random_splits, tiny_model
 from vae_app.escape import WORD_JOINER, code, md, plot_text
 from vae_core import bundle
@@ -48,20 +55,6 @@ RAW_MARKERS = (  # pieces of the hostile text that only ever appear live if it w
     "&amp;",
 )
 SHOWN = "**bold** [link](http"  # the start of every hostile string, as it must read on the page
-PAGES = [
-    "vae_app/views/home.py",
-    "vae_app/views/train.py",
-    "vae_app/views/latent_map.py",
-    "vae_app/views/decode.py",
-    "vae_app/views/interpolate.py",
-    "vae_app/views/encode.py",
-    "vae_app/views/health.py",
-    "vae_app/views/traversals.py",
-    "vae_app/views/timeline.py",
-    "vae_app/views/evaluate.py",
-    "vae_app/views/compare.py",
-    "vae_app/views/export.py",
-]
 PLAIN_KINDS = {"selectbox", "multiselect", "select_slider", "text_input", "text_area", "code", "plotly_chart"}
 _ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
 
