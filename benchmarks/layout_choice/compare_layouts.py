@@ -784,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated layout configs (default: all of them)")
     parser.add_argument("--workers", type=int, default=2, help="fresh processes per config (numba: +1)")
     parser.add_argument("--fits", type=int, default=2, help="fits per worker process (same seed)")
-    parser.add_argument("--tsne-neighbors", default="annoy", help="placement: openTSNE neighbours")
+    parser.add_argument("--tsne-neighbors", default="exact", help="placement: openTSNE neighbours")
     parser.add_argument("--tsne-iters", default="125,250", help="placement: openTSNE early,main iterations")
     parser.add_argument("--tsne-ints-in-interval", type=int, default=2, help="placement: openTSNE FFT grid")
     parser.add_argument("--out", type=Path, default=Path("/tmp/layout_choice.json"))
