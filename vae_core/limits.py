@@ -103,7 +103,6 @@ MAX_IMAGE_SIDE = Limit("VAE_MAX_IMAGE_SIDE", 1024, "pixels")
 # A training run (checked by check_training: the Train form, the CLI).
 MAX_BATCH = Limit("VAE_MAX_BATCH", 4096, "images per batch")
 MAX_TRAIN_MEMORY_MB = Limit("VAE_MAX_TRAIN_MEMORY_MB", 3072, "MB")
-MAX_IMAGES = Limit("VAE_MAX_IMAGES", 200_000, "images")
 # Checkpoint files (checked by safeload before torch.load reads them).
 MAX_CHECKPOINT_MB = Limit("VAE_MAX_CHECKPOINT_MB", 512, "MB")
 MAX_UNPACKED_MB = Limit("VAE_MAX_UNPACKED_MB", 1024, "MB")
@@ -120,7 +119,6 @@ ALL: tuple[Limit, ...] = (
     MAX_IMAGE_SIDE,
     MAX_BATCH,
     MAX_TRAIN_MEMORY_MB,
-    MAX_IMAGES,
     MAX_CHECKPOINT_MB,
     MAX_UNPACKED_MB,
     MAX_SESSION_UPLOADS,
