@@ -10,7 +10,6 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -54,8 +53,8 @@ def reconstruction_nll(
         log_scale: scalar log sigma, needed for the Gaussian likelihood.
     """
     if likelihood == "bernoulli":
-        nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    elif likelihood == "gaussian":
+        return _BernoulliNLL.apply(logits, x)
+    if likelihood == "gaussian":
         if log_scale is None:
             raise ValueError("the gaussian likelihood needs log_scale")
         mean = torch.sigmoid(logits)
@@ -63,6 +62,34 @@ def reconstruction_nll(
     else:
         raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
     return nll.flatten(1).sum(dim=1)
+
+
+class _BernoulliNLL(torch.autograd.Function):
+    """Binary cross-entropy on logits, summed over pixels: (B, C, H, W) -> (B,), in nats.
+
+    The same function as ``F.binary_cross_entropy_with_logits(logits, x, reduction="none")``
+    summed per image, written as max(l, 0) - l * x + log(1 + exp(-|l|)) with a fused
+    backward (sigmoid(l) - x). Torch's own form goes through ``log1p``, which is not
+    vectorised on the CPU: this one trains the MLP about 15% faster
+    (benchmarks/train_speed.py). ``log(1 + e)`` instead of ``log1p(e)`` loses at most one
+    float32 rounding (6e-8 nats) per pixel where e < 1e-7.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, x)
+        nll = torch.exp(-logits.abs()).add_(1.0).log_()
+        nll.add_(logits.clamp_min(0.0)).sub_(logits * x)
+        return nll.flatten(1).sum(dim=1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        logits, x = ctx.saved_tensors
+        g = grad.view(-1, *([1] * (logits.dim() - 1)))
+        grad_logits = torch.sigmoid(logits).sub_(x).mul_(g) if ctx.needs_input_grad[0] else None
+        grad_x = (-logits * g) if ctx.needs_input_grad[1] else None
+        return grad_logits, grad_x
 
 
 def log_normal(
