@@ -1,13 +1,16 @@
 """The command line: train, eval and list, on the offline digits source and the shared MNIST."""
 
+import dataclasses
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.crafted import deflate_bomb, real_checkpoint, stride0_checkpoint
 from tests.helpers import tiny_model
-from vae_core import cli
+from vae_core import cli, train_command
 from vae_core.checkpoints import load_checkpoint, read_info
 from vae_core.cli import SHIPPED, main
 from vae_core.saving import save_checkpoint
@@ -132,8 +135,10 @@ def _train_args(out: Path | None, *extra: str) -> list[str]:
 
 def _no_training(monkeypatch) -> list[str]:
     calls: list[str] = []
-    monkeypatch.setattr(cli, "fit", lambda *a, **k: calls.append("fit") or pytest.fail("trained"))
-    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: calls.append("load") or pytest.fail("read data"))
+    monkeypatch.setattr(train_command, "fit", lambda *a, **k: calls.append("fit") or pytest.fail("trained"))
+    monkeypatch.setattr(
+        train_command, "load_dataset", lambda *a, **k: calls.append("load") or pytest.fail("read data")
+    )
     return calls
 
 
@@ -186,7 +191,7 @@ def test_a_write_failure_after_training_saves_to_a_fallback(
     here.mkdir()
     monkeypatch.chdir(here)
     out = tmp_path / "sub" / "model.pt"
-    real_fit = cli.fit
+    real_fit = train_command.fit
 
     def fit_then_break(*args, **kwargs):
         result = real_fit(*args, **kwargs)
@@ -197,7 +202,7 @@ def test_a_write_failure_after_training_saves_to_a_fallback(
             _shipped_file(out)  # another process saved under the name meanwhile
         return result
 
-    monkeypatch.setattr(cli, "fit", fit_then_break)
+    monkeypatch.setattr(train_command, "fit", fit_then_break)
     taken = None if failure == "folder removed" else "taken"
     code = main(_train_args(out))
     err = capsys.readouterr().err
@@ -214,7 +219,7 @@ def test_a_write_failure_after_training_saves_to_a_fallback(
 def test_the_default_out_never_replaces_a_file_or_takes_a_shipped_name(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     chosen: list[Path] = []
-    monkeypatch.setattr(cli, "_train", lambda *a, out, **k: chosen.append(out) or out)
+    monkeypatch.setattr(train_command, "train_and_save", lambda *a, out, **k: chosen.append(out) or out)
     args = ["train", "--dataset", "digits", "--arch", "mlp", "--latent-dim", "8", "--hidden", "16"]
     assert main(args) == 0
     assert chosen[-1] == Path("checkpoints/digits-mlp-8-2.pt")  # digits-mlp-8 is a shipped model's name
@@ -244,6 +249,7 @@ def test_the_default_out_never_replaces_a_file_or_takes_a_shipped_name(tmp_path:
                 ("--nll-images", "-5"),
                 ("--max-train-images", "-1"),
                 ("--seed", "-1"),
+                ("--workers", "-1"),
             ]
         ),
     ],
@@ -329,3 +335,94 @@ def test_eval_turns_any_loading_failure_into_an_error_line(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'm.pt'}: could not be loaded (RuntimeError: [enforce fail")
     assert err.endswith("not enough memory)\n")  # its first line only
+
+
+def test_resume_continues_the_run_in_its_own_file_with_its_optimizer_state(tmp_path: Path, capsys):
+    out = tmp_path / "run.pt"
+    assert main(_train_args(out, "--batch-size", "100")) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--nll-k", "0", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming run after epoch 1 with its optimizer state" in printed
+    assert "epoch   2/3" in printed and "epoch   3/3" in printed and "epoch   1/" not in printed
+    assert "trained 2 epochs, 30 optimisation steps (45 in all)" in printed
+    loaded = load_checkpoint(out)  # the run went on in its own file
+    assert [r["epoch"] for r in loaded.info.history] == [1, 2, 3]
+    assert loaded.train_state is not None and loaded.train_state.step == 45
+    assert [frame.epoch for frame in loaded.timeline.frames] == [1, 2, 3]
+    assert loaded.info.train_config.batch_size == 100  # the run's own settings, not the defaults
+
+
+def test_resume_refuses_a_model_with_no_run_to_continue(tmp_path: Path, capsys):
+    imported = tmp_path / "imported.pt"
+    save_checkpoint(imported, model=tiny_model(), train_config=None, dataset="digits", history=[])
+    assert main(["train", "--resume", str(imported), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "no run to resume" in capsys.readouterr().err
+
+
+def test_resume_of_a_shipped_model_saves_under_a_new_name(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    chosen: list[Path] = []
+    monkeypatch.setattr(train_command, "train_and_save", lambda *a, out, **k: chosen.append(out) or out)
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "digits-mlp-8.pt"
+    if not shipped.is_file():
+        pytest.skip("the shipped digits-mlp-8 checkpoint is not in checkpoints/")
+    assert main(["train", "--resume", str(shipped), "--epochs", "1"]) == 0
+    assert chosen == [Path("checkpoints/digits-mlp-8-2.pt")]
+
+
+def test_the_default_epochs_give_enough_steps_and_the_summary_shows_time_and_steps(
+    tmp_path: Path, capsys, monkeypatch
+):
+    # Issue 11: the CLI's default conv model on digits ended 3 epochs with 0 active units. The default
+    # epoch count now gives MIN_STEPS (300) optimisation steps: 25 epochs of 12 steps on 1,500 images.
+    seen: list[int] = []
+    real_fit = train_command.fit
+
+    def counting_fit(model, data, config, **kwargs):
+        seen.append(config.epochs)
+        return real_fit(model, data, dataclasses.replace(config, epochs=2), **kwargs)  # short, for speed
+
+    monkeypatch.setattr(train_command, "fit", counting_fit)
+    args = ["train", "--dataset", "digits", "--arch", "mlp", "--latent-dim", "2", "--hidden", "16"]
+    assert main([*args, "--nll-k", "0", "--device", "cpu", "--out", str(tmp_path / "m.pt")]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        seen == [25] and "25 epochs: the fewest that give 300 optimisation steps on 1,500 images" in printed
+    )
+    summary = re.search(r"trained 2 epochs, 24 optimisation steps \(24 in all\) in (\d+\.\d) s", printed)
+    assert summary is not None, printed
+
+
+@pytest.mark.slow  # 25 conv epochs: about 15 s on one free core
+def test_the_default_conv_model_on_digits_does_not_collapse(tmp_path: Path, capsys):
+    out = tmp_path / "conv.pt"
+    assert main(["train", "--dataset", "digits", "--nll-k", "0", "--device", "cpu", "--out", str(out)]) == 0
+    metrics = load_checkpoint(out).info.metrics
+    assert metrics["active_units"] >= 8, metrics  # it was 0 after the old default of 3 epochs
+    assert metrics["test_total"] < 170, metrics  # 184 (the prior's blur) when it collapsed
+
+
+def test_the_progress_bar_shows_in_a_terminal_only(tmp_path: Path, capsys, monkeypatch):
+    assert main(_train_args(tmp_path / "quiet.pt")) == 0
+    quiet = capsys.readouterr().out
+    assert "step/s" not in quiet and "\r" not in quiet and "epoch   1/1" in quiet
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(_train_args(tmp_path / "bar.pt")) == 0
+    shown = capsys.readouterr().out
+    assert "\repoch 1: " in shown and "/12 [" in shown  # tqdm's bar over the epoch's 12 steps ...
+    assert shown.index("\repoch 1: ") < shown.index("epoch   1/1")  # ... then the epoch's line
+
+
+def test_the_faces64_preset_needs_a_folder_of_its_image_size(capsys, monkeypatch):
+    _no_training(monkeypatch)
+    assert main(["train", "--dataset", "digits", "--preset", "faces64"]) == 2
+    assert "--preset faces64 is for (3, 64, 64) images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "lots"])
+def test_a_memory_budget_must_be_a_positive_number(value: str, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "digits", "--memory-mb", value])
+    assert "argument --memory-mb" in capsys.readouterr().err

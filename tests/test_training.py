@@ -9,7 +9,7 @@ import torch
 from tests.helpers import TINY, random_splits, tiny_model
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.runs import MAX_CONCURRENT_RUNS, RunCapacityError, TrainingRun
-from vae_core.training import NonFiniteLossError, fit, select_device
+from vae_core.training import PROBE_EVERY_S, PROBE_STEPS, NonFiniteLossError, ThreadTuner, fit, select_device
 
 CPU = dict(dataset="random", device="cpu", batch_size=32)
 
@@ -207,3 +207,83 @@ def test_a_resumed_run_continues_the_history_and_the_timeline():
     assert all(a.mu is b.mu for a, b in zip(timeline.frames[:2], earlier.frames, strict=True))
     assert [f.epoch for f in snap.timeline] == [1, 2, 3]
     assert timeline.labels.tolist() == earlier.labels.tolist()  # the same test images, followed further
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _feed(tuner, seconds, steps):
+    for _ in range(steps):
+        tuner.step_done(seconds)
+
+
+def test_the_thread_tuner_keeps_one_thread_when_it_is_faster(two_threads):
+    tuner = ThreadTuner(torch.device("cpu"))
+    _feed(tuner, 0.010, PROBE_STEPS)  # two threads, slow: a trial of one thread starts
+    assert torch.get_num_threads() == 1
+    _feed(tuner, 0.001, PROBE_STEPS + 1)  # the trial (its first step skipped) is faster
+    assert torch.get_num_threads() == 1
+    tuner.close()
+    assert torch.get_num_threads() == 2
+
+
+def test_the_thread_tuner_goes_back_when_the_trial_is_slower(two_threads):
+    tuner = ThreadTuner(torch.device("cpu"))
+    _feed(tuner, 0.001, PROBE_STEPS)
+    assert torch.get_num_threads() == 1
+    _feed(tuner, 0.010, PROBE_STEPS + 1)
+    assert torch.get_num_threads() == 2 and tuner.interval == 2 * PROBE_EVERY_S  # tries less often
+    _feed(tuner, 0.001, 3 * PROBE_STEPS)  # no new trial before the interval has passed
+    assert torch.get_num_threads() == 2
+    tuner.close()
+
+
+def test_the_thread_tuner_is_off_when_it_must_not_change_results(two_threads):
+    torch.use_deterministic_algorithms(True)
+    try:
+        tuner = ThreadTuner(torch.device("cpu"))
+        _feed(tuner, 0.010, 3 * PROBE_STEPS)
+        assert not tuner.active and torch.get_num_threads() == 2
+        tuner.close()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    torch.set_num_threads(1)
+    tuner = ThreadTuner(torch.device("cpu"))
+    assert not tuner.active
+    tuner.close()
+
+
+def test_overlapping_runs_restore_the_thread_count_of_the_first(two_threads):
+    a = ThreadTuner(torch.device("cpu"))
+    _feed(a, 0.010, PROBE_STEPS)
+    _feed(a, 0.001, PROBE_STEPS + 1)  # a settles on one thread
+    assert torch.get_num_threads() == 1
+    b = ThreadTuner(torch.device("cpu"))  # starts while one thread is set, still tunes against two
+    assert b.active and b.original == 2
+    a.close()
+    assert torch.get_num_threads() == 1  # b still runs
+    b.close()
+    assert torch.get_num_threads() == 2
+
+
+def test_fit_gives_the_same_results_whatever_the_thread_count(two_threads):
+    data = random_splits()
+    histories = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        histories.append(fit(tiny_model(seed=3), data, TrainConfig(epochs=2, seed=3, **CPU)).history)
+        assert torch.get_num_threads() == threads  # fit leaves the caller's setting as it was
+    assert [r["val_total"] for r in histories[0]] == [r["val_total"] for r in histories[1]]
+
+
+def test_fit_reports_step_losses_lazily():
+    infos = []
+    fit(tiny_model(), random_splits(n_train=64), TrainConfig(epochs=1, **CPU), on_step=infos.append)
+    info = infos[-1]
+    assert info.losses.shape == (2,) and not info.losses.requires_grad
+    assert info.total == pytest.approx(info.recon + info.kl) and info.kl > 0

@@ -20,6 +20,7 @@ from vae_core.metrics import evaluate_elbo, iwae_nll
 from vae_core.model import VAE
 from vae_core.saving import save_checkpoint
 from vae_core.timeline import Timeline
+from vae_core.train_state import TrainState
 
 SAMPLE_SIZE = 2000
 
@@ -74,6 +75,7 @@ def save_trained(
     sample_size: int = SAMPLE_SIZE,
     extra: dict | None = None,
     timeline: Timeline | None = None,
+    train_state: TrainState | None = None,
     on_progress: Callable[[float, str], None] | None = None,
     overwrite: bool = True,
 ) -> Path:
@@ -82,6 +84,7 @@ def save_trained(
     The atlas of the evaluation sample (codes, per-image -ELBO, 2-D map) is computed here, so
     the app opens the saved model's map without computing anything. ``overwrite=False`` refuses
     a name that exists when the file is written (``saving.save_checkpoint``: CheckpointExists).
+    ``train_state`` (``fit``'s ``result.state``) lets ``fit(resume=...)`` continue exactly.
     """
     info = {
         "train_images": len(data.train_x)
@@ -106,5 +109,6 @@ def save_trained(
         extra=info,
         atlas=atlas,
         timeline=timeline,
+        train_state=train_state,
         overwrite=overwrite,
     )

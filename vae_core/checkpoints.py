@@ -28,6 +28,7 @@ from vae_core.config import ModelConfig, TrainConfig
 from vae_core.model import VAE
 from vae_core.safeload import CheckpointError, Meta, first_line, read_payload
 from vae_core.timeline import Timeline, parse_timeline
+from vae_core.train_state import TrainState, parse_train_state
 
 FORMAT = "vae-explorer-checkpoint"
 FORMAT_VERSION = 1
@@ -109,7 +110,9 @@ class LoadedCheckpoint(NamedTuple):
     """A model ready for inference, its metadata, and what it carries (each None when absent).
 
     ``sample`` is the bundled evaluation images, ``atlas`` their stored map
-    (``atlas.Atlas``), ``timeline`` the per-epoch record of training (``timeline.Timeline``).
+    (``atlas.Atlas``), ``timeline`` the per-epoch record of training (``timeline.Timeline``),
+    ``train_state`` the optimizer state and step count a resume continues from
+    (``train_state.TrainState``; None in files saved without it or before it existed).
     ``model`` is in eval mode with ``requires_grad`` off on every parameter: it may be
     shared read-only between threads, so never train it in place.
     """
@@ -119,6 +122,7 @@ class LoadedCheckpoint(NamedTuple):
     sample: Sample | None
     atlas: Atlas | None = None
     timeline: Timeline | None = None
+    train_state: TrainState | None = None
 
 
 class _Parsed(NamedTuple):
@@ -127,6 +131,7 @@ class _Parsed(NamedTuple):
     sample: Sample | None
     atlas: Atlas | None
     timeline: Timeline | None
+    train_state: TrainState | None
 
 
 class BadCheckpoint(NamedTuple):
@@ -155,7 +160,7 @@ def load_checkpoint(
         map_location: Device for the model. The sample always stays on the CPU.
 
     Returns:
-        ``LoadedCheckpoint(model, info, sample)``; the model is in eval mode with
+        ``LoadedCheckpoint(model, info, sample, atlas, timeline, train_state)``; the model is in eval mode with
         ``requires_grad`` off.
 
     Raises:
@@ -164,7 +169,7 @@ def load_checkpoint(
             not fit its model config or are not finite.
     """
     payload, meta = read_payload(source, mmap=False)
-    info, state_dict, sample, atlas, timeline = _parse(payload, meta)
+    info, state_dict, sample, atlas, timeline, train_state = _parse(payload, meta)
     label = meta.label
     bad = first_non_finite(state_dict)
     if bad is not None:
@@ -178,7 +183,7 @@ def load_checkpoint(
         ) from None
     model.requires_grad_(False)
     model.eval()
-    return LoadedCheckpoint(model.to(map_location), info, sample, atlas, timeline)
+    return LoadedCheckpoint(model.to(map_location), info, sample, atlas, timeline, train_state)
 
 
 def read_info(path: str | os.PathLike[str]) -> CheckpointInfo:
@@ -321,6 +326,9 @@ def _parse(payload: Any, meta: Meta) -> _Parsed:
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise fail("the state_dict is missing or holds something other than tensors")
     _check_weights(state_dict, model_config, fail)
+    with torch.device("meta"):
+        param_shapes = [tuple(p.shape) for p in VAE(model_config).parameters()]
+    train_state = parse_train_state(payload.get("train_state"), param_shapes=param_shapes, fail=fail)
 
     info = CheckpointInfo(
         path=meta.path,
@@ -342,7 +350,7 @@ def _parse(payload: Any, meta: Meta) -> _Parsed:
         has_atlas=atlas is not None,
         has_timeline=timeline is not None,
     )
-    return _Parsed(info, state_dict, sample, atlas, timeline)
+    return _Parsed(info, state_dict, sample, atlas, timeline, train_state)
 
 
 def _find_unplain(value: Any, where: str = "payload") -> str | None:

@@ -24,6 +24,7 @@ from vae_core.config import TrainConfig
 from vae_core.model import VAE
 from vae_core.safeload import CheckpointError
 from vae_core.timeline import Timeline, timeline_payload
+from vae_core.train_state import TrainState, train_state_payload
 
 
 def save_checkpoint(
@@ -40,6 +41,7 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
     atlas: Atlas | None = None,
     timeline: Timeline | None = None,
+    train_state: TrainState | None = None,
     overwrite: bool = True,
 ) -> Path:
     """Write a self-describing checkpoint atomically.
@@ -65,6 +67,8 @@ def save_checkpoint(
             split sizes, seed, ``shipped``.
         atlas: The sample's atlas (``atlas.build_atlas`` on the sample's images); needs ``sample``.
         timeline: The training timeline (``timeline.TimelineRecorder.timeline()``).
+        train_state: The optimizer state and step count after the last epoch (``fit``'s
+            ``result.state``), so a resume continues exactly; None leaves it out.
         overwrite: Replace a file already at ``path``; False refuses, checked when the file
             is published (not only before the work that precedes it).
 
@@ -111,6 +115,7 @@ def save_checkpoint(
         "sample": _sample_payload(sample, image_shape=model.config.image_shape),
         "atlas": atlas_payload(atlas),
         "timeline": timeline_payload(timeline),
+        "train_state": train_state_payload(train_state),
         "state_dict": state_dict,
     }
     return _atomic_save(Path(path), payload, overwrite=overwrite)
