@@ -94,7 +94,8 @@ def test_compare_two_checkpoints(browser_page, app_url: str, artifacts_dir: Path
     table.wait_for(timeout=TIMEOUT_MS)
     assert "active units" in table.inner_text()
     page.get_by_text("The same inputs, reconstructed").wait_for(timeout=TIMEOUT_MS)
-    assert page.locator(".js-plotly-plot").count() == 2
+    page.get_by_text("How they trained").wait_for(timeout=TIMEOUT_MS)
+    assert page.locator(".js-plotly-plot").count() == 3  # the two maps and the loss histories overlaid
     assert_clean(page)
     screenshot(page, artifacts_dir, "compare")
 

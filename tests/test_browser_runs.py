@@ -187,3 +187,36 @@ def test_a_killed_server_offers_the_run_after_a_restart(
         assert list((tmp_path / "autosave").iterdir()) == []  # saved for good: the autosave is gone
     finally:
         context.close()
+
+
+def test_a_reloaded_tab_finds_its_run_again_and_saves_it(chromium, relay: Relay, artifacts_dir: Path) -> None:
+    # Issue 11: reloading the tab mid-run showed "No run yet"; the run trained on unseen and could not be saved.
+    shots = Path("/tmp/shots/runs")
+    shots.mkdir(parents=True, exist_ok=True)
+    epochs = 12  # not the suggestion for digits at batch 128 (25) or 16 (4): the run trains exactly this many
+    context = chromium.new_context(viewport={"width": 1400, "height": 1400})
+    try:
+        page = context.new_page()
+        open_train(page, f"http://127.0.0.1:{relay.port}")
+        fill_form(page, epochs=epochs, seed=0, batch=16)
+        page.get_by_test_id("stMetric").first.wait_for(timeout=TIMEOUT_MS)  # the first epoch is done
+        before = epochs_done(page)
+        assert 1 <= before < epochs, f"the run ended before the reload ({before} epochs): make it longer"
+        assert re.search(r"[?&]run=[\w-]{12}", page.url), page.url
+        page.screenshot(path=shots / "before-reload.png")
+
+        page.reload()
+        wait_for_app(page)
+        assert page.get_by_text("No run yet").count() == 0
+        page.get_by_test_id("stProgress").first.wait_for(timeout=TIMEOUT_MS)
+        page.locator('.st-key-train_chart [data-testid="stPlotlyChart"]').wait_for(timeout=TIMEOUT_MS)
+        assert epochs_done(page) >= before  # the same run, still going
+        page.screenshot(path=shots / "after-reload.png")
+
+        page.get_by_text(f"Finished: {epochs} epochs trained", exact=False).wait_for(timeout=2 * TIMEOUT_MS)
+        page.locator(".st-key-train_save button").click()
+        page.get_by_text("Saved to", exact=False).wait_for(timeout=TIMEOUT_MS)
+        wait_for_app(page)
+        page.screenshot(path=shots / "saved-after-reload.png", full_page=True)
+    finally:
+        context.close()

@@ -44,7 +44,7 @@ def screenshot(page, path: Path) -> None:
 
 def fill_form(page, *, epochs: int, seed: int, latent: int = 2, batch: int = 512) -> None:
     """Choose the bundled digits, a small MLP, and the given epochs and seed."""
-    form = page.get_by_test_id("stForm")
+    form = page.locator(".st-key-train_form")
     form.get_by_test_id("stSelectbox").filter(has_text="Dataset").click()
     page.get_by_role("option", name="scikit-learn digits").click()
     for label, value in (
@@ -97,6 +97,9 @@ def test_train_live_then_timeline(browser_page, app_url: str, artifacts_dir: Pat
     shutil.copy(artifacts_dir / "train.png", ROOT / "docs" / "screenshots" / "train.png")
 
     # Client-side navigation keeps the session and its run.
+    more = page.get_by_test_id("stSidebarNavViewButton")  # a long navigation shows "View N more" first
+    if more.count() and "more" in more.inner_text():
+        more.click()
     page.get_by_test_id("stSidebarNav").get_by_text("Training timeline").click()
     page.get_by_text("Latent codes of 297 test images").wait_for(timeout=TIMEOUT_MS)
     page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=TIMEOUT_MS)
@@ -130,7 +133,7 @@ def test_an_out_of_range_number_answers_start_with_a_message(browser_page, app_u
     # only), so Start seemed to do nothing. Now the server answers with the limit and how to raise it.
     page = browser_page
     open_train(page, app_url)
-    form = page.get_by_test_id("stForm")
+    form = page.locator(".st-key-train_form")
     box = form.get_by_label("Latent dimensions", exact=True)
     box.fill("100000")
     box.press("Tab")
@@ -147,7 +150,7 @@ def test_the_learning_rate_field_shows_small_rates(browser_page, app_url: str) -
     # message said "between 0.0000 and 1.0000"). It now shows six significant digits.
     page = browser_page
     open_train(page, app_url)
-    box = page.get_by_test_id("stForm").get_by_label("Learning rate", exact=True)
+    box = page.locator(".st-key-train_form").get_by_label("Learning rate", exact=True)
     assert box.input_value() == "0.001"
     for typed, shown in (("1e-6", "0.000001"), ("2.5e-4", "0.00025")):  # "%.4f" showed 0.0000 and 0.0003
         box.fill(typed)

@@ -25,6 +25,7 @@ from vae_core.atlas import Atlas, build_atlas
 from vae_core.checkpoints import LoadedCheckpoint, load_checkpoint
 from vae_core.datasets import default_data_root
 from vae_core.metrics import ELBO_ESTIMATOR
+from vae_core.objective import beta_text, objective_text
 from vae_core.safeload import CheckpointError
 from vae_core.timeline import Timeline
 
@@ -38,6 +39,10 @@ SCOPE_KEY = "app_scope"  # "sample" (bundled) or "test" (the dataset's full test
 RUNS_KEY = "app_session_runs"  # finished training runs of this session, newest last
 MAX_CHECKPOINT_UPLOAD_MB = 200
 RECONNECT_MARGIN_S = 10.0  # beyond Streamlit's reconnect window: a run notices a drop up to 2 s late
+# This session's training run (a TrainingRun), its registry id (also the URL's ?run=) and its label.
+TRAIN_RUN_KEY, TRAIN_RUN_ID_KEY, TRAIN_RUN_NAME_KEY = "train_run", "train_run_id", "train_run_name"
+TRAIN_RUN_GONE_KEY = "train_run_gone"  # the URL named a run the server no longer holds
+RUN_PARAM = "run"
 
 
 class EvalData(NamedTuple):
@@ -103,6 +108,63 @@ def session_alive_check() -> Callable[[], bool]:
         return lambda: True
     ttl = float(st.get_option("server.disconnectedSessionTTL"))
     return SessionWatch(Runtime.instance(), ctx.session_id, grace_s=ttl + RECONNECT_MARGIN_S)
+
+
+def session_key() -> str:
+    """Return this browser session's id (``"local"`` outside a server), to key what it watches."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return "local" if ctx is None else ctx.session_id
+
+
+def watch_run(run_id: str, run, *, label: str) -> None:
+    """Register a run about to start in the server's registry, watched by this session.
+
+    The run belongs to the registry from now on: a reloaded or reopened tab with ``?run=<id>`` finds
+    it again (``follow_run``), and the run stops only once no session watches it any more.
+    """
+    cache.run_registry().add(
+        run_id, run, label=label, watcher_key=session_key(), watcher=session_alive_check()
+    )
+
+
+def own_run(run_id: str, run, *, label: str) -> None:
+    """Make a started run this session's run and name it in the URL."""
+    st.session_state[TRAIN_RUN_KEY] = run
+    st.session_state[TRAIN_RUN_ID_KEY] = run_id
+    st.session_state[TRAIN_RUN_NAME_KEY] = label
+    st.session_state[TRAIN_RUN_GONE_KEY] = False
+    st.query_params[RUN_PARAM] = run_id
+
+
+def run_wanted(run_id: str) -> Callable[[], bool]:
+    """Return the check a run asks every few seconds: does any session still watch ``run_id``?"""
+    registry = cache.run_registry()
+    return lambda: registry.wanted(run_id)
+
+
+def follow_run() -> None:
+    """Keep this session's run and the URL's ``?run=`` in step, on every page.
+
+    A new session (a reloaded or reopened tab) whose URL names a run the server still holds
+    watches that run and makes it its own; the URL of a session with a run names it, so a reload
+    on any page finds it again.
+    """
+    named = st.query_params.get(RUN_PARAM)
+    mine = st.session_state.get(TRAIN_RUN_ID_KEY)
+    if named and named != mine:
+        found = cache.run_registry().attach(named, watcher_key=session_key(), watcher=session_alive_check())
+        if found is None:
+            st.session_state[TRAIN_RUN_GONE_KEY] = True
+            if mine:
+                st.query_params[RUN_PARAM] = mine
+            else:
+                del st.query_params[RUN_PARAM]
+            return
+        own_run(found.run_id, found.run, label=found.label)
+    elif mine and not named:
+        st.query_params[RUN_PARAM] = mine
 
 
 def autosave_dir() -> Path:
@@ -185,6 +247,18 @@ def current_model() -> LoadedCheckpoint | None:
         st.session_state.pop(MODEL_KEY, None)
         st.error(f"The selected model could not be loaded: {type(exc).__name__}: {md(exc)}")
         return None
+
+
+def beta_summary(info) -> str:
+    """Return a checkpoint's β and KL warm-up as a short phrase (``CheckpointInfo``), e.g. "β = 4"."""
+    warmup = info.train_config.kl_warmup_epochs if info.train_config is not None else 0
+    return beta_text(beta=info.model_config.beta, warmup_epochs=warmup)
+
+
+def objective_summary(info) -> str:
+    """Return, in Markdown, the loss a checkpoint's model was trained on, as it was optimised."""
+    warmup = info.train_config.kl_warmup_epochs if info.train_config is not None else 0
+    return objective_text(beta=info.model_config.beta, warmup_epochs=warmup)
 
 
 def model_key(loaded: LoadedCheckpoint) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from vae_app import own_images, state
+from vae_app import cache, own_images, state
 from vae_app.escape import code, md, md_lines
 from vae_app.widgets import guard
 from vae_core import autosave
@@ -15,25 +15,41 @@ from vae_core.checkpoints import LoadedCheckpoint
 from vae_core.cli import SHIPPED
 from vae_core.datasets import available_offline
 from vae_core.naming import free_name
+from vae_core.objective import objective_text
+from vae_core.registry import KEEP_ENDED_S, new_run_id
 from vae_core.runs import RunCapacityError, RunSnapshot, TrainingRun
 
-RUN_KEY, NAME_KEY, COUNT_KEY = "train_run", "train_run_name", "train_run_count"
-SAVED_KEY = "train_saved"
+RUN_KEY, NAME_KEY, COUNT_KEY = state.TRAIN_RUN_KEY, state.TRAIN_RUN_NAME_KEY, "train_run_count"
+SAVED_KEY, SAVE_NAME_KEY = "train_saved", "train_save_name"
 INTERRUPTED_SHOWN = 3  # unsaved runs offered at once on the Train page, newest first
 NLL_K, NLL_IMAGES = 50, 500
 
 
-def begin(run: TrainingRun, resumed: LoadedCheckpoint | None) -> None:
-    """Make a started ``run`` this session's run, keeping the previous one's timeline first."""
-    previous = st.session_state.get(RUN_KEY)
-    if previous is not None:
-        remember_finished(previous)
+def launch(run: TrainingRun, *, run_id: str, resumed: LoadedCheckpoint | None) -> None:
+    """Register ``run`` on the server under ``run_id``, start it, and make it this session's run.
+
+    The previous run's timeline is kept for the session first; the URL names the new run, so a
+    reloaded tab finds it again.
+
+    Raises:
+        RunCapacityError: too many runs are going on this server (nothing changes for the session).
+    """
     count = st.session_state.get(COUNT_KEY, 0) + 1
     cfg = run.model_config
     what = f"{resumed.info.name} continued" if resumed is not None else run.train_config.dataset
+    label = f"run {count}: {what} · {cfg.arch.upper()} · z = {cfg.latent_dim}"
+    state.watch_run(run_id, run, label=label)
+    try:
+        run.start()
+    except RunCapacityError:
+        cache.run_registry().forget(run_id)
+        raise
+    previous = st.session_state.get(RUN_KEY)
+    if previous is not None:
+        remember_finished(previous)
     st.session_state[COUNT_KEY] = count
-    st.session_state[NAME_KEY] = f"run {count}: {what} · {cfg.arch.upper()} · z = {cfg.latent_dim}"
-    st.session_state[RUN_KEY] = run
+    st.session_state.pop(SAVE_NAME_KEY, None)  # the next save suggests a name for this run
+    state.own_run(run_id, run, label=label)
 
 
 def remember_finished(run: TrainingRun) -> None:
@@ -78,6 +94,7 @@ def save_run(run: TrainingRun, snap: RunSnapshot, target: Path, *, overwrite: bo
             history=snap.history,
             metrics=metrics,
             timeline=run.timeline(),
+            train_state=run.train_state,
             on_progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m),
             overwrite=overwrite,
         )
@@ -87,11 +104,48 @@ def save_run(run: TrainingRun, snap: RunSnapshot, target: Path, *, overwrite: bo
     return path
 
 
+def summary_text(snap: RunSnapshot) -> str:
+    """Return the run's wall time and optimisation steps so far, e.g. "9.8 s · 324 optimisation steps"."""
+    seconds = snap.seconds
+    clock = f"{seconds:.1f} s" if seconds < 120 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    text = f"{clock} of training · {snap.steps:,} optimisation steps"
+    in_all = (
+        int(snap.history[-1].get("steps", 0)) if snap.history and snap.done else 0
+    )  # earlier training too
+    return text + (f" ({in_all:,} in all)" if in_all > snap.steps else "")
+
+
+def settings_table(run: TrainingRun) -> None:
+    """Show every setting the run trains with: the model's and the training's configs, β and warm-up included."""
+    cfg, train = run.model_config, run.train_config
+    rows = {
+        "dataset": train.dataset,
+        "architecture": cfg.arch.upper()
+        + (f", hidden {', '.join(map(str, cfg.hidden))}" if cfg.arch == "mlp" else "")
+        + (f", channels {', '.join(map(str, cfg.channels))}" if cfg.arch == "conv" else ""),
+        "image shape (C, H, W)": ", ".join(map(str, cfg.image_shape)),
+        "latent dimensions": str(cfg.latent_dim),
+        "likelihood": cfg.likelihood,
+        "objective": objective_text(beta=cfg.beta, warmup_epochs=train.kl_warmup_epochs),
+        "epochs": f"{train.epochs} (this run)",
+        "batch size": str(train.batch_size),
+        "learning rate": f"{train.lr:g}",
+        "seed": str(train.seed),
+        "device": train.device,
+        "dynamic binarization": "yes" if train.binarize else "no",
+        "training images": "all" if train.max_train_images is None else f"at most {train.max_train_images:,}",
+    }
+    with st.expander("Settings of this run", expanded=run.alive):
+        st.markdown("\n".join(f"- **{k}**: {md(v) if k != 'objective' else v}" for k, v in rows.items()))
+
+
 def outcome(snap: RunSnapshot) -> None:
     """Say how an ended run ended, in plain words."""
     epochs, error = len(snap.history), snap.error or "unknown error"
     if snap.status == "finished":
-        st.success(f"Finished: {epochs} epochs trained. Save the model below to explore it.")
+        st.success(
+            f"Finished: {epochs} epochs trained ({summary_text(snap)}). Save the model below to explore it."
+        )
     elif snap.message.startswith("reopened"):
         st.info(
             f"Reopened the unsaved run: the model after epoch {epochs}, as it was autosaved. Save it below."
@@ -107,6 +161,16 @@ def outcome(snap: RunSnapshot) -> None:
         st.error(f"Training stopped because the loss became infinite or NaN. {md(error)}")
     else:
         st.error(f"Training failed: {md(error)}")
+
+
+def gone_note() -> None:
+    """Say so when the page's address named a run this server no longer holds (``state.follow_run``)."""
+    if st.session_state.get(RUN_KEY) is None and st.session_state.get(state.TRAIN_RUN_GONE_KEY):
+        st.warning(
+            f"The run named in this page's address is no longer on the server: ended runs are kept "
+            f"{KEEP_ENDED_S / 3600:g} hour for saving, and a server restart ends them all. Its autosave, "
+            "if any, is listed above."
+        )
 
 
 def new_autosaver() -> autosave.Autosaver | None:
@@ -172,17 +236,17 @@ def interrupted_section() -> None:
 def reopen(item: autosave.InterruptedRun, *, train: bool) -> None:
     """Make an interrupted run this session's run: continue training it, or reopen it for saving."""
     with guard("resume the run" if train else "open the run"):
+        run_id = new_run_id()
         try:
             run = TrainingRun.from_autosave(
                 item,
                 train=train,
                 folder_roots=own_images.session_roots(),
-                keep_going=state.session_alive_check(),
+                keep_going=state.run_wanted(run_id),
             )
-            run.start()
+            launch(run, run_id=run_id, resumed=None)
         except (autosave.AutosaveTaken, RunCapacityError) as exc:
             st.warning(f"Not started: {exc}.")
             return
-        begin(run, None)
         st.session_state[SAVED_KEY] = None
         st.rerun()

@@ -36,6 +36,7 @@ from vae_core.model import VAE
 from vae_core.safeload import CheckpointError
 from vae_core.saving import save_checkpoint
 from vae_core.timeline import Timeline
+from vae_core.train_state import TrainState
 
 AUTOSAVE_FOLDER = ".autosave"  # hidden: list_checkpoints skips it, so autosaves never reach the model picker
 AUTOSAVE_DIR_ENV = "VAE_AUTOSAVE_DIR"
@@ -169,10 +170,12 @@ class Autosaver:
         timeline: Timeline | None,
         epochs_planned: int,
         force: bool = False,
+        train_state: TrainState | None = None,
     ) -> Path | None:
         """Write the run's current state when due (or ``force``); return the path, or None when not written.
 
-        A failed write sets ``error`` (and clears it once a later write succeeds).
+        A failed write sets ``error`` (and clears it once a later write succeeds). ``train_state``
+        (``fit``'s result, known once a run ends) lets a resume from the autosave continue Adam exactly.
         """
         start = time.monotonic()
         if not force and self._last_end is not None:
@@ -189,6 +192,7 @@ class Autosaver:
                 class_names=class_names,
                 extra={"autosave": {"run_id": self.run_id, "epochs_planned": int(epochs_planned)}},
                 timeline=timeline,
+                train_state=train_state,
             )
         except (OSError, ValueError) as exc:
             self.error = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"

@@ -22,6 +22,7 @@ from vae_core.inference import decode_latents, encode
 from vae_core.model import VAE
 from vae_core.safeload import CheckpointError
 from vae_core.timeline import Timeline, TimelineFrame, TimelineRecorder
+from vae_core.train_state import TrainState
 from vae_core.training import NonFiniteLossError, StepInfo, fit
 
 PREVIEW_IMAGES = 8
@@ -53,6 +54,9 @@ class RunSnapshot:
     error: str | None
     message: str
     autosave_error: str | None = None
+    seconds: float = 0.0  # wall time since training started (loading the data not counted)
+    steps: int = 0  # optimisation steps taken by this run
+    epochs_note: str | None = None  # why the run trains this many epochs, when it chose them itself
 
     @property
     def done(self) -> bool:
@@ -97,6 +101,11 @@ class TrainingRun:
     ``autosave``, when given, writes the run's state after every epoch (see ``vae_core.autosave``).
     ``train=False`` only loads the data and the initial state, then ends as "stopped": an
     autosaved run reopened so that it can be saved (``from_autosave``).
+    ``train_state`` (a checkpoint's ``train_state``) continues Adam's moments and the step count
+    exactly, so a resumed loss curve does not jump; ``train_state`` afterwards holds ``fit``'s.
+    ``epochs_for``, when given, chooses the epoch count once the data is loaded: it gets the
+    number of training images and returns (epochs, a sentence saying why), e.g. from
+    ``vae_core.defaults.suggested_epochs``; it replaces ``train_config.epochs``.
     """
 
     def __init__(
@@ -113,6 +122,8 @@ class TrainingRun:
         autosave: Autosaver | None = None,
         train: bool = True,
         folder_roots: Sequence[Path] | None = None,
+        epochs_for: Callable[[int], tuple[int, str]] | None = None,
+        train_state: TrainState | None = None,
     ) -> None:
         self.model_config = model_config
         self.train_config = train_config
@@ -126,6 +137,17 @@ class TrainingRun:
         self._keep_going = keep_going
         self.autosave = autosave
         self._train_epochs = train_config.epochs if train else 0
+        self._epochs_for = epochs_for
+        # The optimizer state and step count to continue from (``fit(resume=...)``). ``train_state`` is
+        # what goes with the model when saved: None while training (a mid-run autosave has none),
+        # fit's state after the last completed epoch once the run ends.
+        self._resume = train_state
+        self.train_state = None if train else train_state
+        self._epochs_note: str | None = None
+        # Written by the training thread after every step without a lock: one tuple assignment is atomic.
+        self._live: tuple[int, int, int, int] | None = None  # (epoch, step, steps_per_epoch, steps taken)
+        self._started_at: float | None = None
+        self._ended_at: float | None = None
         self._abandoned = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -172,6 +194,7 @@ class TrainingRun:
             init_state={k: t.clone() for k, t in loaded.model.state_dict().items()},
             history=info.history,
             timeline=loaded.timeline,
+            train_state=loaded.train_state,
             keep_going=keep_going,
             autosave=Autosaver(path.parent, replaces=path),
             train=train,
@@ -206,16 +229,27 @@ class TrainingRun:
         """Return whether the worker thread is still running."""
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def ended(self) -> bool:
+        """Return whether the run was started and its worker thread has ended."""
+        return self._thread is not None and not self._thread.is_alive()
+
     def snapshot(self) -> RunSnapshot:
         """Return an immutable view of the current progress without blocking on training."""
+        live = self._live
         with self._lock:
             s = self._state
+            epoch, step, per_epoch, steps = (
+                live if live is not None else (s.epoch, s.step, s.steps_per_epoch, 0)
+            )
+            started = self._started_at
+            seconds = 0.0 if started is None else (self._ended_at or time.monotonic()) - started
             return RunSnapshot(
                 status=s.status,
-                epoch=s.epoch,
+                epoch=epoch,
                 epochs=len(self._prior_history) + self._train_epochs,
-                step=s.step,
-                steps_per_epoch=s.steps_per_epoch,
+                step=step,
+                steps_per_epoch=per_epoch,
                 history=tuple(s.history),
                 originals=s.originals,
                 reconstructions=s.reconstructions,
@@ -225,6 +259,9 @@ class TrainingRun:
                 error=s.error,
                 message=s.message,
                 autosave_error=None if self.autosave is None else self.autosave.error,
+                seconds=seconds,
+                steps=steps,
+                epochs_note=self._epochs_note,
             )
 
     def timeline(self) -> Timeline | None:
@@ -240,11 +277,14 @@ class TrainingRun:
         try:
             self._train()
         except NonFiniteLossError as exc:
+            self.train_state = None  # the model went back to its last good epoch; fit's state is unknown
             self._save_progress(force=True)  # the model is back at its last good epoch
             self._update(status="failed", error=str(exc), message="stopped: the loss became non-finite")
         except Exception as exc:  # the UI shows the message; the thread must not die silently
             self._update(status="failed", error=f"{type(exc).__name__}: {exc}", message="training failed")
         finally:
+            if self._started_at is not None:
+                self._ended_at = time.monotonic()
             _slots.release()
 
     def _train(self) -> None:
@@ -254,6 +294,12 @@ class TrainingRun:
                 self.train_config.dataset, root=self._data_root, folder_roots=self._folder_roots
             )
         data = self.data
+        if self._epochs_for is not None and self._train_epochs:
+            n_train = len(data.train_x[: self.train_config.max_train_images])
+            epochs, note = self._epochs_for(n_train)
+            with self._lock:
+                self.train_config = replace(self.train_config, epochs=epochs)
+                self._train_epochs, self._epochs_note = epochs, note
         torch.manual_seed(self.train_config.seed)
         model = VAE(self.model_config)
         if self._init_state is not None:
@@ -285,10 +331,13 @@ class TrainingRun:
             return
 
         last_check = time.monotonic()
+        steps = 0
 
         def on_step(info: StepInfo) -> None:
-            nonlocal last_check
-            self._update(epoch=info.epoch, step=info.step, steps_per_epoch=info.steps_per_epoch)
+            # Every step: no lock and no copy, one tuple stored for the page to read (see snapshot).
+            nonlocal last_check, steps
+            steps += 1
+            self._live = (info.epoch, info.step, info.steps_per_epoch, steps)
             if self._keep_going is not None and time.monotonic() - last_check > KEEP_GOING_CHECK_S:
                 last_check = time.monotonic()
                 if not self._keep_going():
@@ -306,6 +355,7 @@ class TrainingRun:
                 s.message = f"epoch {int(record['epoch'])} done: -ELBO {record['val_total']:.1f} nats (test)"
             self._save_progress(force=False)  # between epochs, so a kill loses at most the epoch in progress
 
+        self._started_at = time.monotonic()
         result = fit(
             model,
             data,
@@ -314,7 +364,9 @@ class TrainingRun:
             on_epoch=on_epoch,
             stop=self._stop,
             history=self._prior_history,
+            resume=self._resume,
         )
+        self.train_state = result.state
         model.cpu().eval()
         self._save_progress(force=True)  # the last epoch, whether or not its turn came
         if result.stopped:
@@ -330,7 +382,8 @@ class TrainingRun:
         saver = self.autosave
         if saver is None or self.model is None or self.data is None or self._recorder is None:
             return
-        if not history or (force and saver.epochs_saved == len(history)):
+        # A forced write is skipped when this epoch is on disk already, unless the run's end brought its train state.
+        if not history or (force and saver.epochs_saved == len(history) and self.train_state is None):
             return
         saver.save(
             model=self.model,
@@ -342,4 +395,5 @@ class TrainingRun:
             timeline=self._recorder.timeline(),
             epochs_planned=len(self._prior_history) + self.train_config.epochs,
             force=force,
+            train_state=self.train_state,
         )

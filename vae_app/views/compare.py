@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from vae_app import cache, figures, state
+from vae_app import cache, charts, figures, state
 from vae_app.escape import md
 from vae_app.widgets import ELBO_HELP, guard, map_caption
 from vae_core.datasets import to_float
@@ -108,6 +108,7 @@ rows = {
     "latent dimensions": lambda i, s: str(s.latent_dim),
     "parameters": lambda i, s: f"{s.parameters:,}",
     "epochs trained": lambda i, s: str(i.epochs),
+    "KL weight (trained with)": lambda i, s: state.beta_summary(i),
     f"−ELBO on these {n:,} images (nats)": lambda i, s: f"{s.elbo.total:.2f}",
     "of which reconstruction (nats)": lambda i, s: f"{s.elbo.recon:.2f}",
     "of which KL (nats)": lambda i, s: f"{s.elbo.kl:.2f}",
@@ -130,6 +131,18 @@ st.caption(
     "models (means of the per-image figures each model's map shows); the saved figures come from each "
     f"checkpoint and may use different images. {ELBO_HELP}"
 )
+
+st.subheader("How they trained")
+histories = {tag: loaded.info.history for tag, loaded in zip("AB", (loaded_a, loaded_b))}
+if all(histories.values()):
+    st.plotly_chart(charts.loss_overlay(histories), key="compare_history")
+    st.caption(
+        f"Model A ({md(loaded_a.info.name)}) and model B ({md(loaded_b.info.name)}) as their checkpoints recorded "
+        "them, in nats per image: solid on each model's test images, dotted on its training images "
+        "(β = 1 figures, whatever β it trained with)."
+    )
+else:
+    st.info("At least one of these checkpoints records no training history.")
 
 st.subheader("The same inputs, reconstructed")
 with guard("reconstruct the inputs"):

@@ -20,8 +20,9 @@ st.caption(
     "Pick a dataset and a model, then press **Start training**. Training runs in the background: the chart "
     "shows the loss after every epoch (solid: training images, dashed: held-out test images), and the pictures "
     "show how well the model redraws test images, where test images land in the latent space and what it "
-    "invents from random latent codes. You can visit other pages meanwhile; the run keeps going. When it ends, "
-    "save the model to explore it on the other pages."
+    "invents from random latent codes. You can visit other pages or reload the tab meanwhile: the run keeps "
+    "going, and the page's address (it ends in ?run=…) finds it again. When it ends, save the model to explore "
+    "it on the other pages."
 )
 st.session_state.setdefault(RUN_KEY, None)
 st.session_state.setdefault(SAVED_KEY, None)
@@ -37,7 +38,8 @@ def draw_run(run: TrainingRun, was_live: bool) -> None:
     elif snap.done:
         text = f"{len(snap.history)} of {snap.epochs} epochs trained"
     else:
-        text = f"Epoch {snap.epoch} of {snap.epochs} · step {snap.step} of {snap.steps_per_epoch}"
+        text = f"Epoch {snap.epoch} of {snap.epochs} · step {snap.step} of {snap.steps_per_epoch} · "
+        text += train_run.summary_text(snap)
     # Two containers, so the chart and pictures keep their places whatever the status lines above them say.
     head, body = st.container(), st.container()
     head.progress(snap.progress, text=text)
@@ -45,6 +47,8 @@ def draw_run(run: TrainingRun, was_live: bool) -> None:
         run.stop()
         head.caption("Stopping at the next step; the model keeps its last complete epoch.")
     with head:
+        if snap.epochs_note:
+            st.caption(md(snap.epochs_note) + ".")
         train_run.autosave_note(snap)
     if snap.done:
         with head:
@@ -135,11 +139,13 @@ with settings:
 with live:
     train_run.interrupted_section()  # runs a killed server or a closed tab left unsaved
     run = st.session_state[RUN_KEY]
+    train_run.gone_note()
     if run is None:
         st.info("No run yet. Choose the settings on the left and press **Start training**.")
     else:
         snap = run.snapshot()
         st.fragment(run_every=None if snap.done else 1.0)(draw_run)(run, not snap.done)
+        train_run.settings_table(run)
         snap = run.snapshot()
         if snap.done:
             train_run.remember_finished(run)
