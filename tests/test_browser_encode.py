@@ -60,8 +60,10 @@ def test_encode_an_uploaded_digit_then_a_corrupt_file(
 ) -> None:
     page = browser_page
     open_page(page, app_url, "encode", "Encode")
-    # Useful without an upload: the example drawing is encoded.
-    page.get_by_text("Percentile among the test images").wait_for(timeout=TIMEOUT_MS)
+    # The page opens on the canvas (tests/test_browser_draw.py draws on it); an upload is one click away.
+    page.locator(".st-key-encode_canvas canvas").first.wait_for(timeout=TIMEOUT_MS)
+    page.get_by_test_id("stMain").get_by_text("Upload", exact=True).click()
+    page.get_by_test_id("stMain").get_by_test_id("stFileUploader").wait_for(timeout=TIMEOUT_MS)
 
     upload(page, seven_png(tmp_path / "seven.png"))
     page.get_by_text("light background detected: inverted").wait_for(timeout=TIMEOUT_MS)

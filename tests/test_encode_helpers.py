@@ -1,5 +1,6 @@
 """The vae_core helpers behind the Encode and Interpolate pages: PCA kept for new points, one-image
-encoding, decoded interpolation paths, and the anomaly verdict."""
+encoding, decoded interpolation paths, the anomaly verdict, and preparing uploads and drawings in the
+style that fits the model."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from tests.helpers import random_splits, tiny_model
 from vae_core.config import ModelConfig
+from vae_core.datasets import DATASETS, load_dataset
 from vae_core.geometry import PCAProjector, fit_pca, interpolate, log_prior, project
 from vae_core.inference import encode, encode_image, interpolation_path
 from vae_core.metrics import (
@@ -21,7 +23,14 @@ from vae_core.metrics import (
     per_image_elbo,
     percentile_of,
 )
-from vae_core.preprocess import ImageError, prepare_image
+from vae_core.preprocess import (
+    CanvasColours,
+    ImageError,
+    canvas_colours,
+    model_style,
+    prepare_drawing,
+    prepare_image,
+)
 
 
 def _latents(n: int = 200, d: int = 5, seed: int = 0) -> np.ndarray:
@@ -198,3 +207,140 @@ def test_upload_pipeline_end_to_end() -> None:
     assert verdict.level in ("typical", "unusual", "very unusual")
     with pytest.raises(ImageError):
         prepare_image(b"\x89PNG\r\n\x1a\n this is not really a PNG", image_shape=(1, 28, 28), style="mnist")
+
+
+# ------------------------------------------------------------- preprocessing that fits the model (issue 10)
+
+
+def _square_png(*, size: int = 200, box: tuple[int, int, int, int] = (20, 20, 80, 80)) -> bytes:
+    """Return a PNG of a filled white square (``box`` = left, top, right, bottom) on black."""
+    img = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(img).rectangle([box[0], box[1], box[2] - 1, box[3] - 1], fill=255)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _ink_box(x: torch.Tensor) -> tuple[int, int, int, int]:
+    """Return (top, left, height, width) of the pixels of ``x`` (1, 1, H, W) brighter than one half."""
+    rows, cols = np.flatnonzero((x[0, 0] > 0.5).any(dim=1)), np.flatnonzero((x[0, 0] > 0.5).any(dim=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "preprocessing", "style"),
+    [
+        ("mnist", "MNIST 28x28 greyscale, pixel/255", "mnist"),
+        ("MNIST", "", "mnist"),
+        ("digits", "scikit-learn digits ...", "mnist"),
+        ("sklearn-digits", "", "mnist"),
+        ("fashion-mnist", "Fashion-MNIST 28x28 greyscale, pixel/255", "plain"),
+        ("kmnist", "", "plain"),
+        ("cifar10", "", "plain"),
+        ("random", "random blobs", "plain"),
+        (
+            "folder:/data/shapes",
+            "folder /data/shapes: 90 images in 2 class(es), plain style to 1x28x28",
+            "plain",
+        ),
+        (
+            "folder:/data/mine",
+            "folder /data/mine: 90 images in 10 class(es), mnist style to 1x28x28",
+            "mnist",
+        ),
+    ],
+)
+def test_model_style_centres_only_for_digit_datasets(dataset: str, preprocessing: str, style: str) -> None:
+    assert model_style(dataset=dataset, preprocessing=preprocessing) == style
+
+
+def test_every_registry_digit_dataset_is_centred_like_mnist() -> None:
+    digit_sets = {name for name, info in DATASETS.items() if info.class_names == tuple("0123456789")}
+    assert digit_sets == {"mnist", "digits"}
+    assert all(model_style(dataset=name) == "mnist" for name in digit_sets)
+    assert all(model_style(dataset=name) == "plain" for name in set(DATASETS) - digit_sets)
+
+
+def test_a_folder_datasets_recorded_style_is_read_back(tmp_path) -> None:
+    for label in ("squares", "frames"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            (tmp_path / label / f"{i}.png").write_bytes(_square_png(box=(10 * i, 10, 10 * i + 60, 70)))
+    for style in ("plain", "mnist"):
+        data = load_dataset(f"folder:{tmp_path}", style=style)
+        assert model_style(dataset=data.name, preprocessing=data.preprocessing) == style
+
+
+def test_plain_style_keeps_a_square_where_and_as_it_is() -> None:
+    png = _square_png()  # 60x60 at the top left of 200x200
+    plain = prepare_image(png, image_shape=(1, 28, 28), style="plain")
+    top, left, height, width = _ink_box(plain.x)
+    assert height == width and 7 <= height <= 10 and top <= 4 and left <= 4  # 60/200 of 28 = 8.4 pixels
+    mnist = prepare_image(png, image_shape=(1, 28, 28), style="mnist")
+    top, left, height, width = _ink_box(mnist.x)
+    assert height == width == 20 and top == left == 4  # grown into the 20x20 box, centred
+
+
+def test_notes_list_every_step_applied() -> None:
+    mnist = prepare_image(_digit_png(), image_shape=(1, 28, 28), style="mnist")
+    notes = " | ".join(mnist.notes)
+    for words in ("inverted", "cropped to the ink", "20x20 box", "centre of mass"):
+        assert words in notes, notes
+    assert [label for label, _ in mnist.steps] == [
+        "original",
+        "greyscale",
+        "inverted",
+        "contrast stretched",
+        "cropped & scaled",
+        "centred",
+    ]
+    assert not any("contrast stretched" in note for note in mnist.notes)  # pure black and white already
+    paper = Image.new("L", (200, 200), 200)  # grey paper, dark grey ink
+    ImageDraw.Draw(paper).line([(50, 40), (150, 40), (90, 165)], fill=60, width=18)
+    buffer = io.BytesIO()
+    paper.save(buffer, format="PNG")
+    notes = prepare_image(buffer.getvalue(), image_shape=(1, 28, 28), style="mnist").notes
+    assert "contrast stretched: background level 55 to black, brightest ink 195 to white" in notes
+    plain = prepare_image(_square_png(), image_shape=(1, 28, 28), style="plain")
+    assert plain.notes == ("resized to 28x28, the size of the model's images",)
+    wide = prepare_image(_square_png(size=200), image_shape=(1, 28, 56), style="plain")
+    assert any("centre-cropped from 200x200" in note for note in wide.notes)
+    # Nothing to do: a greyscale image already of the model's size.
+    same = Image.new("L", (28, 28), 0)
+    buffer = io.BytesIO()
+    same.save(buffer, format="PNG")
+    assert prepare_image(buffer.getvalue(), image_shape=(1, 28, 28), style="plain").notes == ()
+    colour = Image.new("RGB", (28, 28), (200, 30, 30))
+    buffer = io.BytesIO()
+    colour.save(buffer, format="PNG")
+    assert prepare_image(buffer.getvalue(), image_shape=(1, 28, 28), style="plain").notes == (
+        "colour converted to greyscale",
+    )
+
+
+def test_canvas_colours_follow_the_models_images() -> None:
+    dark = torch.zeros((4, 1, 28, 28), dtype=torch.uint8)
+    dark[:, :, 8:20, 8:20] = 255
+    assert canvas_colours(dark) == CanvasColours(background=0, ink=255)
+    assert canvas_colours(dark).css == ("#000000", "#ffffff")
+    assert canvas_colours(255 - dark) == CanvasColours(background=255, ink=0)
+    with pytest.raises(ValueError, match="uint8"):
+        canvas_colours(dark.float())
+
+
+def test_prepare_drawing_matches_an_upload_of_the_same_pixels() -> None:
+    rgba = np.zeros((280, 280, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[60:220, 130:150, :3] = 255  # a white stroke: a "1"
+    img = Image.fromarray(rgba, "RGBA")
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    for style in ("mnist", "plain"):
+        drawn = prepare_drawing(rgba, image_shape=(1, 28, 28), style=style)
+        uploaded = prepare_image(buffer.getvalue(), image_shape=(1, 28, 28), style=style)
+        torch.testing.assert_close(drawn.x, uploaded.x)
+        assert not any("inverted" in note for note in drawn.notes)  # white on black needs no inverting
+    top, left, height, width = _ink_box(prepare_drawing(rgba, image_shape=(1, 28, 28), style="mnist").x)
+    assert height == 20 and top == 4  # the stroke scaled into MNIST's 20-pixel box
+    with pytest.raises(ValueError, match="uint8"):
+        prepare_drawing(rgba.astype(np.float32), image_shape=(1, 28, 28))

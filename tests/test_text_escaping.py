@@ -256,6 +256,7 @@ def test_uploaded_image_names_are_text(hostile_env: Path, broken: bool):
     name, content, mime = _png(f"{FILE_NAME}.png")
     at = app_test("vae_app/views/encode.py")
     select_model(at, next(hostile_env.glob("A *.pt")))
+    at.radio(key="encode_source").set_value("upload").run()
     at.file_uploader(key="encode_upload").set_value((name, b"\x89PNG broken" if broken else content, mime))
     at.run()
     assert_shows_text_literally(at)

@@ -12,7 +12,7 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from vae_app import cache, charts, figures, state
+from vae_app import cache, canvas, charts, figures, state
 from vae_app.escape import code, md
 from vae_core import limits
 from vae_core.atlas import Atlas
@@ -21,9 +21,19 @@ from vae_core.datasets import DatasetUnavailable
 from vae_core.imaging import image_grid, png_bytes, to_pil, upscale
 from vae_core.metrics import ELBO_ESTIMATOR, LITERATURE_NLL, Verdict
 from vae_core.model import VAE
-from vae_core.preprocess import IMAGE_SUFFIXES, MAX_UPLOAD_BYTES, ImageError, PreparedImage
+from vae_core.preprocess import (
+    IMAGE_SUFFIXES,
+    MAX_UPLOAD_BYTES,
+    ImageError,
+    PreparedImage,
+    Style,
+    canvas_colours,
+    model_style,
+    prepare_drawing,
+)
 from vae_core.safeload import CheckpointError
 
+CANVAS_COLOUR_SAMPLE = 256  # test images whose borders set a canvas's background
 ELBO_HELP = (
     f"−ELBO per image, the same estimate on every page: {ELBO_ESTIMATOR}. Lower means better explained."
 )
@@ -78,6 +88,7 @@ def scope_picker(loaded: LoadedCheckpoint) -> None:
 
 def model_picker() -> None:
     """Draw the sidebar: pick a checkpoint from checkpoints/ or upload one."""
+    state.follow_run()  # on every page: a reloaded tab finds its training run again (?run= in the URL)
     st.sidebar.subheader("Model")
     good, bad = state.checkpoint_listing()
     uploads = st.session_state.get(state.UPLOADS_KEY, {})
@@ -106,6 +117,7 @@ def model_picker() -> None:
             lines = [
                 f"**{md(info.dataset)}** · {info.model_config.arch} · z = {info.model_config.latent_dim} · "
                 f"{info.epochs} epochs",
+                state.beta_summary(info),
             ]
             if "test_total" in figures:
                 lines.append(f"test −ELBO {figures['test_total']:.1f} nats")
@@ -320,6 +332,30 @@ def slider_grid(dims: Sequence[int], *, span: float, step: float, prefix: str) -
         )
 
 
+ENDPOINT_SOURCES = ("test image", "upload", "draw")
+PICK_PREVIEW_SCALE = 5
+
+
+def take_pick(key: str, atlas: Atlas) -> None:
+    """Honour a pending ``{key}_pick`` (an atlas row set by another page) once: select that test image.
+
+    Sets ``{key}_source`` to "test image", ``{key}_class`` to the row's class and ``{key}_index`` to its
+    position among that class's members in atlas order, then deletes ``{key}_pick``. A row outside the
+    atlas is dropped with a warning.
+    """
+    row = st.session_state.pop(f"{key}_pick", None)
+    if row is None:
+        return
+    if not isinstance(row, int | np.integer) or not 0 <= int(row) < len(atlas):
+        st.warning(f"The image picked on another page (row {md(row)}) is not among these images.")
+        return
+    label = int(atlas.labels[int(row)])
+    members = np.flatnonzero(atlas.labels == label)
+    st.session_state[f"{key}_source"] = "test image"
+    st.session_state[f"{key}_class"] = label
+    st.session_state[f"{key}_index"] = int(np.flatnonzero(members == int(row))[0])
+
+
 def endpoint_picker(
     key: str,
     data: state.EvalData,
@@ -329,17 +365,22 @@ def endpoint_picker(
     image_shape: tuple[int, int, int],
     style: str,
 ) -> tuple[torch.Tensor | None, int | None]:
-    """Pick one image: a test image of the atlas (by class and number) or an upload (prepared in ``style``).
+    """Pick one image: a test image of the atlas (by class and number), an upload, or a drawing.
 
-    Widget keys: ``{key}_source``, ``{key}_upload``, ``{key}_class`` and ``{key}_index``.
+    Uploads and drawings are prepared in ``style``. Widget keys: ``{key}_source`` ("test image", "upload"
+    or "draw"), ``{key}_upload``, ``{key}_canvas``, ``{key}_class`` and ``{key}_index``; a pending
+    ``{key}_pick`` (an atlas row) is honoured once first (``take_pick``).
 
     Returns:
         (the image (1, C, H, W), uint8 or float in [0, 1], or None while there is none; its atlas row,
-        or None for an upload).
+        or None for an upload or a drawing).
     """
+    take_pick(key, atlas)
     source = st.radio(
-        "Source", ["test image", "upload"], key=f"{key}_source", horizontal=True, label_visibility="collapsed"
+        "Source", ENDPOINT_SOURCES, key=f"{key}_source", horizontal=True, label_visibility="collapsed"
     )
+    if source == "draw":
+        return _drawn_endpoint(key, data, image_shape=image_shape, style=style), None
     if source == "upload":
         upload = st.file_uploader(
             "An image (PNG, JPEG, WebP, BMP or the first frame of a GIF)",
@@ -355,7 +396,8 @@ def endpoint_picker(
             result = cache.prepared_image(upload.getvalue(), image_shape, style)
         if result is None:
             return None, None
-        st.image(upscale(to_pil(result.x[0]), scale=5), caption=f"{md(upload.name)}, as the model sees it")
+        _prepared_preview(result, f"{md(upload.name)}, as the model sees it")
+        _prepared_notes(result)
         return result.x, None
     classes = np.unique(atlas.labels).tolist()
     st.session_state.setdefault(f"{key}_class", default_class)
@@ -374,19 +416,87 @@ def endpoint_picker(
         )
     row = members[position]
     caption = f"test image #{row} · {md(figures.class_name(data.class_names, label))}"
-    st.image(upscale(to_pil(data.images[row]), scale=5), caption=caption)
+    st.image(upscale(to_pil(data.images[row]), scale=PICK_PREVIEW_SCALE), caption=caption)
     return data.images[row : row + 1], row
 
 
-def preparation_steps(result: PreparedImage, name: str) -> None:
+def _prepared_preview(result: PreparedImage, caption: str) -> None:
+    """Show a prepared image as the model sees it."""
+    st.image(upscale(to_pil(result.x[0]), scale=PICK_PREVIEW_SCALE), caption=caption)
+
+
+def _prepared_notes(result: PreparedImage) -> None:
+    """List the steps that made the model's input, as a caption."""
+    notes = "\n".join(f"- {note}" for note in result.notes) or "- nothing needed changing"
+    st.caption(f"What was done:\n{notes}")
+
+
+def _drawn_endpoint(
+    key: str, data: state.EvalData, *, image_shape: tuple[int, int, int], style: str
+) -> torch.Tensor | None:
+    """Draw a canvas (key ``{key}_canvas``); return the drawing as a model input, or None while it is empty."""
+    colours = canvas_colours(data.images[:CANVAS_COLOUR_SAMPLE])
+    draw_col, seen_col = st.columns([3, 2], vertical_alignment="bottom")
+    with draw_col:
+        drawing = canvas.drawing_canvas(key=f"{key}_canvas", image_shape=image_shape, colours=colours)
+    canvas.drawing_help(colours)
+    if drawing.rgba is None:
+        st.info("Draw on the canvas to use your drawing as this end of the path.")
+        return None
+    result = None
+    with guard("read the drawing"):
+        result = prepare_drawing(drawing.rgba, image_shape=image_shape, style=style)
+    if result is None:
+        return None
+    with seen_col:
+        _prepared_preview(result, "your drawing, as the model sees it")
+    _prepared_notes(result)
+    return result.x
+
+
+def preparation_steps(result: PreparedImage, name: str, *, columns: int = 4) -> None:
     """Show each step that turned a picture into the model's input, enlarged, and a list of what was done.
 
-    ``name`` is Markdown (quote a file name with ``escape.code``).
+    ``name`` is Markdown (quote a file name with ``escape.code``); ``columns``: the fewest columns of pictures.
     """
-    for col, (label, img) in zip(st.columns(max(len(result.steps), 4)), result.steps):
+    for col, (label, img) in zip(st.columns(max(len(result.steps), columns)), result.steps):
         col.image(enlarge(img), caption=label, width="stretch")
     notes = "\n".join(f"- {note}" for note in result.notes) or "- nothing needed changing"
     st.markdown(f"What was done to {name}:\n{notes}")
+
+
+STYLE_HELP = (
+    "On: invert a light background, crop to the ink, scale it into a 20x20 box and centre it by its centre "
+    "of mass, as MNIST digits were made. Off: crop the middle to the model's aspect and resize, as folders "
+    "of images are read for training."
+)
+
+
+def style_toggle(key: str, loaded: LoadedCheckpoint) -> Style:
+    """Draw the "Centre and scale like MNIST" toggle, on by default only for models of digit datasets.
+
+    The default follows the model (``preprocess.model_style``): a new model resets the toggle to its own
+    default, remembered in ``{key}_model``.
+
+    Returns:
+        ``"mnist"`` or ``"plain"``, the style to prepare new images in.
+    """
+    default = model_style(dataset=loaded.info.dataset, preprocessing=loaded.info.preprocessing)
+    identity = state.model_key(loaded)
+    if st.session_state.get(f"{key}_model") != identity:
+        st.session_state[f"{key}_model"] = identity
+        st.session_state[key] = default == "mnist"
+    why = (
+        "this model learned from digits made that way"
+        if default == "mnist"
+        else f"this model learned from {md(loaded.info.dataset)}, whose images were resized, not centred"
+    )
+    on = st.toggle(
+        "Centre and scale like MNIST",
+        key=key,
+        help=f"{STYLE_HELP} Default here: {'on' if default == 'mnist' else 'off'}, since {why}.",
+    )
+    return "mnist" if on else "plain"
 
 
 def verdict_box(verdict: Verdict) -> None:

@@ -82,6 +82,90 @@ def check_style(style: str) -> None:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
 
 
+# Registry datasets whose images were made as MNIST's were: a digit in a 20x20 box, centred by its centre
+# of mass in a 28x28 field (``datasets._load_digits`` pads scikit-learn's digits the same way). KMNIST and
+# Fashion-MNIST fill the field differently, so they are not here.
+DIGIT_DATASETS: frozenset[str] = frozenset({"mnist", "digits", "sklearn-digits"})
+_FOLDER_MNIST_STYLE = "mnist style to"  # how ``folders.load_folder`` records a folder read in mnist style
+
+
+def model_style(*, dataset: str, preprocessing: str = "") -> Style:
+    """Return how new images should be prepared for a model, following how its training images were made.
+
+    Args:
+        dataset: the checkpoint's dataset name (``CheckpointInfo.dataset``): a registry key or ``folder:PATH``.
+        preprocessing: the checkpoint's description of its data (``CheckpointInfo.preprocessing``); a folder
+            dataset records there the style its images were read in.
+
+    Returns:
+        ``"mnist"`` for the digit datasets (``DIGIT_DATASETS``) and folders read in mnist style;
+        ``"plain"`` (centre crop and resize, as folders are read by default) for everything else.
+    """
+    name = dataset.strip().lower()
+    if name.startswith("folder:"):
+        return "mnist" if _FOLDER_MNIST_STYLE in preprocessing else "plain"
+    return "mnist" if name in DIGIT_DATASETS else "plain"
+
+
+class CanvasColours(NamedTuple):
+    """Grey levels (0..255) for a drawing canvas: the background and the ink of a model's images."""
+
+    background: int
+    ink: int
+
+    @property
+    def css(self) -> tuple[str, str]:
+        """Return (background, ink) as CSS colours ``#rrggbb``."""
+        return tuple(f"#{v:02x}{v:02x}{v:02x}" for v in (self.background, self.ink))  # type: ignore[return-value]
+
+
+def canvas_colours(images: torch.Tensor) -> CanvasColours:
+    """Return the background (the median grey of the images' borders) and an ink that contrasts with it.
+
+    Args:
+        images: uint8 (N, C, H, W), a model's test images.
+
+    Returns:
+        ``CanvasColours``: MNIST-like images (dark border) give (0, 255), white on black; images on a
+        light background give black ink on that background.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0:
+        raise ValueError(
+            f"images must be uint8 (N, C, H, W) with N >= 1, got {images.dtype} {tuple(images.shape)}"
+        )
+    grey = images.float().mean(dim=1)  # (N, H, W)
+    border = torch.cat([grey[:, 0, :], grey[:, -1, :], grey[:, :, 0], grey[:, :, -1]], dim=1)
+    background = int(round(float(border.median())))
+    return CanvasColours(background=background, ink=0 if background >= 128 else 255)
+
+
+def prepare_drawing(
+    rgba: np.ndarray,
+    *,
+    image_shape: tuple[int, int, int] = (1, 28, 28),
+    style: Style = "mnist",
+    with_steps: bool = True,
+) -> PreparedImage:
+    """Turn a canvas's pixels into a model input, through the same steps as an upload.
+
+    Args:
+        rgba: uint8 (H, W, 4) or (H, W, 3), the canvas as drawn (ink on an opaque background).
+        image_shape: the model's (C, H, W).
+        style: ``"mnist"`` or ``"plain"``, see ``prepare_image``.
+        with_steps: build the preview images.
+
+    Returns:
+        ``PreparedImage`` with x (1, C, H, W) float32 in [0, 1].
+    """
+    arr = np.asarray(rgba)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4) or min(arr.shape[:2]) < 1:
+        raise ValueError(f"a drawing must be uint8 (H, W, 3 or 4), got {arr.dtype} {arr.shape}")
+    img = Image.fromarray(np.ascontiguousarray(arr), "RGBA" if arr.shape[2] == 4 else "RGB")
+    if img.mode == "RGBA" and img.getextrema()[3][0] == 255:
+        img = img.convert("RGB")  # an opaque canvas: the alpha channel says nothing
+    return prepare_pil(img, image_shape=image_shape, style=style, with_steps=with_steps)
+
+
 # Magic numbers of formats people upload that we refuse, for a message that names them.
 _OTHER_FORMATS = (
     (b"II*\x00", "TIFF"),
@@ -262,6 +346,7 @@ def _prepare(img: Image.Image, shape: tuple[int, int, int], style: str, with_ste
     if max(img.size) > WORKING_SIDE:
         scale = WORKING_SIDE / max(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        notes.append(f"shrunk from {img.width}x{img.height} to {size[0]}x{size[1]} before the steps below")
         img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     steps: list[tuple[str, Image.Image]] = []
     if with_steps:
@@ -324,6 +409,11 @@ def _grey_image(arr: np.ndarray) -> Image.Image:
     return Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype(np.uint8), "L")
 
 
+def _is_grey(rgb: np.ndarray) -> bool:
+    """Return whether an (H, W, 3) array has the same value in its three channels everywhere."""
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
 def _border(arr: np.ndarray) -> np.ndarray:
     return np.concatenate([arr[0, :], arr[-1, :], arr[:, 0], arr[:, -1]])
 
@@ -347,6 +437,8 @@ def _mnist_style(
         # ITU-R 601-2 luma, as PIL's convert("L").
         grey = arr[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         alpha = arr[..., 3] if img.mode == "RGBA" else None
+        if not _is_grey(arr[..., :3]):
+            notes.append("colour converted to greyscale")
     if alpha is not None and alpha.min() < 1.0:
         # Composite onto a background that contrasts with the opaque strokes: drawn digits are
         # mostly dark strokes on a transparent canvas, so those go onto white.
@@ -364,15 +456,26 @@ def _mnist_style(
             steps.append(("inverted", _preview(_grey_image(grey))))
     lo, hi = float(np.median(_border(grey))), float(grey.max())
     if hi - lo < MIN_CONTRAST:
-        notes.append("no ink found (blank image): resized only")
+        notes.append(
+            f"no ink found (blank image): resized from {grey.shape[1]}x{grey.shape[0]} to {width}x{height} only"
+        )
         resized = _grey_image(grey).resize((width, height), Image.Resampling.LANCZOS)
         out = np.asarray(resized, dtype=np.float32) / 255.0
         if steps is not None:
-            steps.append(("centred", _grey_image(out)))
+            steps.append(("resized", _grey_image(out)))
         return out
+    if lo > 0.5 / 255 or hi < 254.5 / 255:
+        notes.append(
+            f"contrast stretched: background level {lo * 255:.0f} to black, brightest ink {hi * 255:.0f} to white"
+        )
     grey = np.clip((grey - lo) / (hi - lo), 0.0, 1.0)
     # Paper texture and sensor noise stay just above the background level; MNIST's background is 0.
-    grey[grey < BACKGROUND_FLOOR] = 0.0
+    faint = (grey > 0.0) & (grey < BACKGROUND_FLOOR)
+    if faint.any():
+        notes.append(
+            f"{int(faint.sum()):,} faint pixels (under {BACKGROUND_FLOOR:.0%} of the ink) set to black"
+        )
+    grey[faint] = 0.0
     if steps is not None:
         steps.append(("contrast stretched", _preview(_grey_image(grey))))
     rows, cols = (
@@ -383,6 +486,10 @@ def _mnist_style(
     box_h, box_w = max(1, round(MNIST_BOX_FRACTION * height)), max(1, round(MNIST_BOX_FRACTION * width))
     scale = min(box_h / patch.shape[0], box_w / patch.shape[1])
     new_h, new_w = max(1, round(patch.shape[0] * scale)), max(1, round(patch.shape[1] * scale))
+    notes.append(
+        f"cropped to the ink ({patch.shape[1]}x{patch.shape[0]} of {grey.shape[1]}x{grey.shape[0]}) and scaled to "
+        f"{new_w}x{new_h}, to fit a {box_w}x{box_h} box as MNIST digits fit 20x20"
+    )
     scaled = Image.fromarray(patch.astype(np.float32), "F").resize((new_w, new_h), Image.Resampling.LANCZOS)
     scaled = np.clip(np.asarray(scaled, dtype=np.float32), 0.0, 1.0)
     if steps is not None:
@@ -399,6 +506,7 @@ def _mnist_style(
     y1, x1 = min(top + new_h, height), min(left + new_w, width)
     if y1 > y0 and x1 > x0:
         canvas[y0:y1, x0:x1] = scaled[y0 - top : y1 - top, x0 - left : x1 - left]
+    notes.append(f"placed on a black {width}x{height} field with its centre of mass at the centre")
     if steps is not None:
         steps.append(("centred", _grey_image(canvas)))
     return canvas
@@ -417,6 +525,10 @@ def _plain_style(
         if rgba.getextrema()[3][0] < 255:
             notes.append("transparent background: composited onto white")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    if channels == 1 and img.mode != "L" and not _is_grey(np.asarray(img.convert("RGB"), dtype=np.float32)):
+        notes.append("colour converted to greyscale")
+    if channels == 3 and img.mode in ("L", "LA"):
+        notes.append("greyscale copied to 3 channels")
     img = img.convert("L" if channels == 1 else "RGB")
     if steps is not None:
         steps.append(("greyscale" if channels == 1 else "colour", _preview(img)))
@@ -425,6 +537,8 @@ def _plain_style(
         notes.append(
             f"centre-cropped from {img.width}x{img.height} to the model's {width}x{height} aspect ratio"
         )
+    if img.size != (width, height):
+        notes.append(f"resized to {width}x{height}, the size of the model's images")
     fitted = ImageOps.fit(img, (width, height), method=Image.Resampling.LANCZOS)
     if steps is not None:
         steps.append(("cropped & resized", fitted.copy()))

@@ -5,15 +5,16 @@ import streamlit as st
 
 from vae_app import charts, figures, state, widgets
 from vae_core.geometry import interpolate, log_prior
-from vae_core.imaging import gif_bytes, png_bytes, strip, to_pil, upscale
+from vae_core.imaging import SLIDE_SCALE, animation_gif, png_bytes, strip
 from vae_core.inference import interpolation_path
 
 METHODS = {"linear": "Linear", "slerp": "Spherical (slerp)"}
 
 st.title("Interpolate")
 st.caption(
-    "Pick two images, A and B. The encoder maps each to the mean of its code, μ; the page then walks "
-    "from one code to the other in small steps and decodes every point on the way. A smooth, "
+    "Pick two images, A and B: test images, uploads or your own drawings. The encoder maps each to the mean "
+    "of its code, μ; the page then walks from one code to the other in small steps and decodes every point on "
+    "the way. A smooth, "
     "plausible morph means the model has learned a continuous latent space; blurry or strange "
     "in-between images show regions of the space the model never learned to use."
 )
@@ -21,8 +22,10 @@ st.caption(
 loaded = state.require_model()
 data, atlas = state.require_atlas(loaded)
 shape = loaded.info.model_config.image_shape
-style = "mnist" if shape == (1, 28, 28) else "plain"
 classes = np.unique(atlas.labels).tolist()
+with st.columns([2, 3])[0]:
+    style = widgets.style_toggle("interp_mnist_style", loaded)
+    st.caption("For uploads and drawings; test images are already in the model's format.")
 
 left, right = st.columns(2, gap="large")
 with left:
@@ -73,7 +76,7 @@ st.caption(
     "are the reconstructions of A and B, so they are blurrier than the inputs."
 )
 
-gif = gif_bytes([upscale(to_pil(image), scale=6) for image in path.images], duration_ms=150, boomerang=True)
+gif = animation_gif(path.images, scale=SLIDE_SCALE, duration_ms=150, boomerang=True)
 stem = f"interpolation-{method}-{steps}"
 map_col, anim_col = st.columns([3, 1], gap="large")
 with anim_col:
