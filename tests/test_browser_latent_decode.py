@@ -121,6 +121,9 @@ def test_latent_map_scatter_and_a_lasso_selection(browser_page, app_url, artifac
     open_page(page, app_url, "latent_map", PLOT)
     counts = page.evaluate(f"() => document.querySelector('{PLOT}')._fullData.map(t => t._length)")
     assert len(counts) == 10 and sum(counts) == 2000  # one trace per digit, the bundled 2,000 test images
+    # The map opens on pan, so that a click picks a dot: choose the lasso tool in the mode bar first.
+    page.locator(f"{PLOT} .nsewdrag").first.hover()
+    page.locator(f'{PLOT} .modebar-btn[data-val="lasso"]').click()
     # Lasso a patch around the middle of the plot area.
     box = page.locator(f"{PLOT} .nsewdrag").first.bounding_box()
     cx, cy, r = (

@@ -15,6 +15,7 @@ import pytest
 from tests.app_support import TINY_MODELS, app_test, assert_no_exception, chart_spec, select_model
 from tests.app_support import plotly_array as array
 from tests.helpers import random_splits, tiny_model
+from vae_app.figures import PLANE_TRACE
 from vae_core.bundle import evaluation_sample, save_trained
 from vae_core.checkpoints import load_checkpoint
 from vae_core.config import ModelConfig, TrainConfig
@@ -50,7 +51,7 @@ def number(text: str) -> float:
 
 def map_points(spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return a latent map's (atlas indices, coords (N, 2), -ELBO) over all its class traces, by index."""
-    traces = [t for t in spec["data"] if "customdata" in t]
+    traces = [t for t in spec["data"] if "customdata" in t and t.get("name") != PLANE_TRACE]
     index = np.concatenate([array(t["customdata"]) for t in traces]).astype(int)
     elbo = np.concatenate([np.asarray(t["text"], dtype=float) for t in traces])
     coords = np.concatenate([np.column_stack([array(t["x"]), array(t["y"])]) for t in traces])
@@ -253,7 +254,7 @@ def test_compare_two_tiny_models_shows_maps_a_table_and_reconstructions(app_env:
     at = open_page("compare", app_env)
     assert at.selectbox(key="compare_a").value.endswith("tiny-conv-4.pt")  # the current model is A
     assert at.selectbox(key="compare_b").value.endswith("tiny-mlp-2.pt")
-    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("plotly_chart")) == 3  # the two maps and the overlaid training histories (issue 11)
     # The same map as the Latent map page: A's stored t-SNE atlas, B's latent plane.
     assert chart_spec(at, 1)["layout"]["xaxis"]["title"]["text"] == "z0"  # a 2-D latent is shown directly
     assert chart_spec(at, 0)["layout"]["xaxis"]["title"]["text"] == "t-SNE 1"

@@ -26,8 +26,14 @@ def log_prior_metric(at) -> str:
     return next(m.value for m in at.metric if m.label.startswith("log p(z)"))
 
 
+def decode_sliders(at) -> list:
+    """Return Decode's z sliders in the order drawn (ranked by KL)."""
+    return [s for s in at.slider if s.key and s.key.startswith("decode_z") and s.key[8:].isdigit()]
+
+
 def slider_values(at) -> list[float]:
-    return [s.value for s in at.slider if s.key and s.key.startswith("decode_z")]
+    """Return the z sliders' values by dimension index (the page draws them ranked by KL)."""
+    return [s.value for s in sorted(decode_sliders(at), key=lambda s: int(s.key[8:]))]
 
 
 def marker_point(at) -> np.ndarray:
@@ -48,14 +54,18 @@ def test_latent_map_of_a_2d_latent_plots_z_directly_one_trace_per_class(app_env:
     at = open_page("vae_app/views/latent_map.py", app_env, "tiny-mlp-2")
     assert at.radio(key="latent_map_view").value == "latent plane"
     spec = chart_spec(at)
-    assert [t["name"] for t in spec["data"]] == ["top", "bottom"]
+    # the invisible click targets that make the plane clickable, beneath one trace per class
+    assert [t["name"] for t in spec["data"]] == ["latent plane", "top", "bottom"]
     assert spec["layout"]["xaxis"]["title"]["text"] == "z0"
+    plane, classes = spec["data"][0], spec["data"][1:]
+    assert plane["marker"]["opacity"] == 0 and len(array(plane["x"])) == 60 * 60
+    assert set(array(plane["customdata"]).tolist()) == {-1}  # never taken for an image
     # customdata carries the index into the whole sample, so a selection maps back across traces
-    indices = np.sort(np.concatenate([customdata(t)[:, 0] for t in spec["data"]]))
+    indices = np.sort(np.concatenate([customdata(t)[:, 0] for t in classes]))
     assert indices.tolist() == list(range(96))
     loaded = load_checkpoint(app_env / "tiny-mlp-2.pt")
     mu = encode(loaded.model, loaded.sample.images).mu
-    first = spec["data"][0]
+    first = classes[0]
     idx = customdata(first)[:, 0].astype(int)
     np.testing.assert_allclose(array(first["x"]), mu[idx, 0], atol=1e-5)
     # the stored atlas is what the map shows: its -ELBO per image rides along in customdata
@@ -138,9 +148,14 @@ def test_start_from_a_dataset_example_sets_the_sliders_to_its_mu(app_env: Path):
     index = int(np.flatnonzero(loaded.sample.labels.numpy() == 1)[2])
     # The atlas's code of the image (the Latent map's), to the sliders' two decimals.
     np.testing.assert_allclose(slider_values(at), loaded.atlas.mu[index], atol=0.006)
-    np.testing.assert_allclose(
-        marker_point(at), loaded.atlas.place(np.round(loaded.atlas.mu[index], 2))[0], atol=1e-5
-    )
+    # The star sits on the image's own dot (placement by neighbours would put it only near it) ...
+    np.testing.assert_allclose(marker_point(at), loaded.atlas.coords[index], atol=1e-5)
+    # ... until a slider moves z away from that code.
+    moved = float(np.clip(slider_values(at)[0] + 0.5, -3, 3))
+    at.slider(key="decode_z0").set_value(moved).run()
+    z = np.round(loaded.atlas.mu[index], 2)
+    z[0] = moved
+    np.testing.assert_allclose(marker_point(at), loaded.atlas.place(z)[0], atol=1e-5)
 
 
 def test_the_map_marker_follows_the_sliders(app_env: Path):

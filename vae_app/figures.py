@@ -20,6 +20,8 @@ from vae_core.imaging import label_hex
 MARKER_SIZE = 5
 SCATTERGL_ABOVE = 5000  # WebGL pays off above this; below, SVG draws sooner (no GL context to create)
 HIGHLIGHT = "#111827"
+SELECTED = {"marker": {"size": MARKER_SIZE + 4, "opacity": 1}}  # a clicked or lassoed image stands out
+PLANE_TRACE = "latent plane"  # the invisible click targets of ``latent_map(click_grid=...)``
 
 
 def class_colour(label: int) -> str:
@@ -55,8 +57,13 @@ def latent_map(
     markers: Sequence[Marker] = (),
     height: int = 560,
     opacity: float = 0.75,
+    click_grid: np.ndarray | None = None,
 ) -> go.Figure:
     """Draw the atlas's map: one trace per class (or one coloured by -ELBO), then ``markers`` on top.
+
+    ``click_grid`` (G, 2) adds invisible click targets (trace ``PLANE_TRACE``, the first trace, beneath
+    the images), so a click on empty plane reports the nearest grid point; the one clicked
+    shows as a ring. Their ``customdata`` is -1, which ``geometry.selected_indices`` drops.
 
     Every atlas point carries its index into the atlas in ``customdata`` (a plain number:
     Streamlit drops a selection whose points carry arrays), so a selection maps back to images
@@ -78,6 +85,7 @@ def latent_map(
                     customdata=idx,
                     text=[f"{v:.1f}" for v in elbo[idx]],
                     marker={"size": MARKER_SIZE, "opacity": opacity, "color": class_colour(int(label))},
+                    selected=SELECTED,
                     hovertemplate=f"{name}<br>#%{{customdata}}<br>−ELBO %{{text}} nats<extra></extra>",
                 )
             )
@@ -98,9 +106,14 @@ def latent_map(
                     "colorscale": "Viridis",
                     "colorbar": {"title": {"text": "−ELBO (nats)"}},
                 },
+                selected=SELECTED,
                 hovertemplate="%{text}<br>#%{customdata}<br>−ELBO %{marker.color:.1f} nats<extra></extra>",
             )
         )
+    if click_grid is not None:
+        # First: Plotly gives a tie in hover distance (both within 3 px) to the later trace, i.e. the image.
+        fig.add_trace(_plane_trace(click_grid, trace=trace))
+        fig.data = fig.data[-1:] + fig.data[:-1]
     for marker in markers:
         # WebGL points are drawn above every SVG trace: markers on a WebGL map must be WebGL too to show.
         fig.add_trace(_marker_trace(marker, trace=trace))
@@ -120,6 +133,21 @@ def latent_map(
         uirevision=atlas.data_key,  # keep the user's zoom when markers move
     )
     return fig
+
+
+def _plane_trace(grid: np.ndarray, *, trace: type = go.Scatter) -> go.Scatter | go.Scattergl:
+    return trace(
+        x=grid[:, 0],
+        y=grid[:, 1],
+        mode="markers",
+        name=PLANE_TRACE,
+        showlegend=False,
+        customdata=np.full(len(grid), -1),
+        marker={"size": 6, "opacity": 0, "color": HIGHLIGHT},
+        selected={"marker": {"opacity": 1, "size": 16, "color": HIGHLIGHT}},
+        unselected={"marker": {"opacity": 0}},
+        hovertemplate="z = (%{x:.2f}, %{y:.2f})<br>click to decode<extra></extra>",
+    )
 
 
 def _marker_trace(marker: Marker, *, trace: type = go.Scatter) -> go.Scatter | go.Scattergl:

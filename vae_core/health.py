@@ -116,3 +116,35 @@ def collapse_warnings(kl: np.ndarray, active: ActiveUnits) -> tuple[str, ...]:
         listed = ", ".join(f"z{u}" for u in inactive[:12]) + (" …" if len(inactive) > 12 else "")
         warnings.append(f"{len(inactive)} inactive dimension(s): {listed}. Moving them changes little.")
     return tuple(warnings)
+
+
+class DimensionRanking(NamedTuple):
+    """Latent dimensions ranked by KL: ``order`` int64 (D,) holds dimension indices, largest KL first.
+
+    ``kl`` float32 (D,) and ``active`` bool (D,) are indexed by dimension, not by rank.
+    """
+
+    order: np.ndarray
+    kl: np.ndarray
+    active: np.ndarray
+
+
+def rank_dimensions_of(
+    mu: np.ndarray | torch.Tensor, logvar: np.ndarray | torch.Tensor, *, threshold: float = ACTIVE_THRESHOLD
+) -> DimensionRanking:
+    """Rank latent dimensions by their mean KL over images, most informative first, and mark the active ones.
+
+    Ties keep the lower index first. The ranking is a display order only: a latent z keeps its indices.
+
+    Args:
+        mu: posterior means (N, D), e.g. an atlas's.
+        logvar: their log-variances (N, D).
+        threshold: the active-unit threshold on Cov_x(E_q[z_u]) (``active_units_of``).
+
+    Returns:
+        DimensionRanking(order (D,), kl (D,) in nats, active (D,)).
+    """
+    kl = kl_per_dimension_of(mu, logvar)
+    active = active_units_of(mu, threshold=threshold)
+    order = np.argsort(-kl.astype(np.float64), kind="stable").astype(np.int64)
+    return DimensionRanking(order, kl, active.variances > threshold)

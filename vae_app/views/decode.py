@@ -1,13 +1,13 @@
 """Decode: one slider per latent dimension, the decoded image, log p(z), z on the model's map, the manifold."""
 
-import math
 import time
 
 import numpy as np
 import streamlit as st
 
+from vae_app import decode_parts as parts
 from vae_app import figures, state, widgets
-from vae_core.geometry import log_prior, prior_latent
+from vae_core.geometry import log_prior
 from vae_core.inference import decode_one
 
 SHOWN = 32  # sliders drawn at once; larger latents page through blocks of this many
@@ -33,36 +33,18 @@ if data is not None:
         atlas = state.atlas_for(loaded, data)
 
 
-def set_z(values: np.ndarray) -> None:
-    """Make ``values`` the current z, clipped to the slider range (used by the buttons' callbacks)."""
-    span = float(st.session_state["decode_range"])
-    z = np.clip(np.round(np.asarray(values, dtype=float), 2), -span, span)
-    st.session_state["decode_z"] = z.tolist()
-    for i, v in enumerate(z):
-        st.session_state[f"decode_z{i}"] = float(v)
-
-
-def draw_random() -> None:
-    st.session_state["decode_draws"] += 1
-    set_z(prior_latent(d, seed=st.session_state["decode_draws"]))
-
-
-def start_from(index: int) -> None:
-    mu = atlas.mu[index]  # the atlas's code of this image: the same point as on the Latent map
-    needed = math.ceil(float(np.abs(mu).max()) * 2) / 2
-    if needed > st.session_state["decode_range"]:  # widen the sliders rather than clip the code
-        st.session_state["decode_range"] = min(10.0, needed)
-    set_z(mu)
-
-
 # A new model (or another latent size) starts from z = 0 with fresh sliders.
 if st.session_state.get("decode_model") != model_id:
     for k in [k for k in st.session_state if str(k).startswith("decode_z")]:
         del st.session_state[k]
     st.session_state["decode_model"] = model_id
     st.session_state["decode_z"] = [0.0] * d
+    st.session_state["decode_row"] = None
 st.session_state.setdefault("decode_range", 3.0)
 st.session_state.setdefault("decode_draws", 0)
+parts.consume_pick(atlas, d)  # the Latent map's "Open in Decode"
+ranks = parts.ranking(atlas, d)
+order = list(range(d)) if ranks is None else ranks.order.tolist()
 
 c_range, c_reset, c_random, _ = st.columns([2, 2, 2, 3], vertical_alignment="bottom")
 c_range.number_input(
@@ -77,19 +59,29 @@ c_reset.button(
     "Reset to zero",
     icon=":material/restart_alt:",
     key="decode_reset",
-    on_click=set_z,
+    on_click=parts.set_z,
     args=(np.zeros(d),),
     width="stretch",
 )
 c_random.button(
-    "Random draw", icon=":material/casino:", key="decode_random", on_click=draw_random, width="stretch"
+    "Random draw",
+    icon=":material/casino:",
+    key="decode_random",
+    on_click=parts.draw_random,
+    args=(d,),
+    width="stretch",
 )
 
 with st.expander("Start from a dataset example", icon=":material/image_search:"):
     if atlas is None:
         st.info("This model carries no data sample and its dataset is not on disk, so there are no examples.")
     else:
-        widgets.example_picker(data, atlas, key="decode_example", on_pick=start_from)
+        widgets.example_picker(
+            data,
+            atlas,
+            key="decode_example",
+            on_pick=lambda row: parts.set_z_widening(atlas.mu[row], row=row),
+        )
 
 
 @st.fragment
@@ -103,9 +95,9 @@ def explorer() -> None:
             "Dimensions shown",
             list(range(0, d, SHOWN)),
             key="decode_block",
-            format_func=lambda s: f"z{s} – z{min(s + SHOWN, d) - 1}",
+            format_func=lambda s: f"ranks {s + 1} – {min(s + SHOWN, d)}" + (" by KL" if ranks else ""),
         )
-    shown = list(range(start, min(start + SHOWN, d)))
+    shown = order[start : start + SHOWN]  # a display order: z keeps its indices
     # Decode first, so the image reaches the browser ahead of the slider updates.
     z = widgets.sync_sliders(z, shown, span=span, prefix="decode_z")
     st.session_state["decode_z"] = z.tolist()
@@ -127,28 +119,22 @@ def explorer() -> None:
     # measured 25 ms sooner on screen (p50) with 16 sliders on the 2-core machine.
     time.sleep(0.005)
     with sliders_col:
-        widgets.slider_grid(shown, span=span, step=STEP, prefix="decode_z")
+        parts.slider_grid(shown, ranks, span=span, step=STEP)
+        if ranks is not None:
+            st.caption(
+                f"Sorted by KL over the {data.source}, most informative first; "
+                f"{int(ranks.active.sum())} of {d} dimensions are active."
+            )
     map_col, grid_col = st.columns(2, gap="large")
     if atlas is not None:
         with map_col, widgets.guard("place z on the map"):
-            marker = figures.Marker(atlas.place(z), "current z")
+            marker = figures.Marker(parts.marker_position(atlas, z), "current z")
             fig = figures.latent_map(atlas, data.class_names, markers=[marker], height=520)
             st.plotly_chart(fig, width="stretch", key="decode_map")
             st.caption(f"{widgets.map_caption(atlas, data.source)} The star is the current z.")
     with grid_col:
-        dims = (0, 1) if d == 2 else None
-        help_text = "The other dimensions stay at the sliders' values."
-        if d > 2 and st.toggle(
-            "Show a decoded grid over two dimensions", key="decode_grid_show", help=help_text
-        ):
-            gx, gy, _ = st.columns(3)
-            dims = (
-                gx.selectbox("Across (x)", range(d), index=0, key="decode_grid_x", format_func="z{}".format),
-                gy.selectbox("Up (y)", range(d), index=1, key="decode_grid_y", format_func="z{}".format),
-            )
-        if dims is not None and dims[0] == dims[1]:
-            st.warning("Pick two different dimensions for the grid.")
-        elif dims is not None:
+        dims = parts.grid_dims(d)
+        if dims is not None:
             widgets.manifold_panel(model_id, model, z, dims=dims, n=GRID_N, key="decode_grid_chart")
 
 

@@ -6,10 +6,10 @@ from collections import Counter
 import numpy as np
 import streamlit as st
 
-from vae_app import figures, state
+from vae_app import figures, map_parts, state
 from vae_app.escape import md
 from vae_app.widgets import ELBO_HELP, guard, show_images
-from vae_core.geometry import project, selected_indices
+from vae_core.geometry import plane_grid, project, selected_indices
 from vae_core.inference import decode_latents
 
 MAX_SELECTED = 32
@@ -18,8 +18,8 @@ st.title("Latent map")
 st.caption(
     "Each dot is one test image, placed by the code μ the encoder gives it and coloured by its true class. "
     "Images the model finds alike land close together, so well-separated clusters mean the latent space has "
-    "sorted the data without ever seeing a label. Click a dot, or drag a box or lasso (top-right tools), to see "
-    "those images next to the model's reconstructions. Every page draws this same map."
+    "sorted the data without ever seeing a label. Click a dot to open it in Decode or Interpolate, or drag a box "
+    "or lasso (top-right tools) to see a group next to the model's reconstructions. Every page draws this same map."
 )
 
 loaded = state.require_model()
@@ -66,12 +66,20 @@ colour = c_colour.radio(
     help=ELBO_HELP,
 )
 
+# On the latent plane itself (a 2-D latent) every point of the map is a z: invisible targets make it clickable.
+on_plane = shown.layout == "latent" and d == 2
 fig = figures.latent_map(
-    shown, data.class_names, colour_by="class" if colour == "class" else "elbo", height=640
+    shown,
+    data.class_names,
+    colour_by="class" if colour == "class" else "elbo",
+    height=640,
+    click_grid=plane_grid(shown.coords, n=map_parts.PLANE_N) if on_plane else None,
 )
+plane_curve = next((i for i, t in enumerate(fig.data) if t.name == figures.PLANE_TRACE), None)
 if view == "two chosen dims":
     fig.update_layout(xaxis_title=f"z{dims[0]}", yaxis_title=f"z{dims[1]}")
-fig.update_layout(dragmode="lasso")
+# Streamlit turns click-to-select off while the drag tool is a box or lasso: start on pan, so a click picks.
+fig.update_layout(dragmode="pan")
 chart_col, pick_col = st.columns([3, 2], gap="large")
 with chart_col:
     event = st.plotly_chart(
@@ -81,9 +89,15 @@ with chart_col:
 with pick_col:
     points = (event or {}).get("selection", {}).get("points", [])
     picked = selected_indices(points, size=len(atlas))
-    if len(picked) == 0:
+    clicked_z = map_parts.plane_click(points, plane_curve)
+    if clicked_z is not None:
+        map_parts.plane_panel(loaded, atlas, clicked_z)
+    elif len(picked) == 1:
+        map_parts.point_panel(loaded, data, atlas, int(picked[0]))
+    elif len(picked) == 0:
         st.subheader("Selection")
-        st.info("Nothing selected yet. Click a dot, or drag a box or lasso around a group of dots.")
+        hint = " On this latent plane, click anywhere to decode that z." if on_plane else ""
+        st.info(f"Nothing selected yet. Click a dot, or drag a box or lasso around a group of dots.{hint}")
     else:
         st.subheader(f"{len(picked):,} selected")
         names = [figures.class_name(data.class_names, int(atlas.labels[i])) for i in picked]
