@@ -14,6 +14,8 @@ PAGES = {
         st.Page(f"{VIEWS}/latent_map.py", title="Latent map", icon=":material/scatter_plot:"),
         st.Page(f"{VIEWS}/decode.py", title="Decode", icon=":material/tune:"),
         st.Page(f"{VIEWS}/interpolate.py", title="Interpolate", icon=":material/linear_scale:"),
+        st.Page(f"{VIEWS}/directions.py", title="Attribute vectors", icon=":material/trending_flat:"),
+        st.Page(f"{VIEWS}/generate.py", title="Generate by class", icon=":material/auto_awesome:"),
         st.Page(f"{VIEWS}/encode.py", title="Encode", icon=":material/upload:"),
     ],
     "Insight": [
@@ -26,6 +28,7 @@ PAGES = {
     ],
 }
 
-page = st.navigation(PAGES)
+# expanded: show all fourteen pages; collapsed, Streamlit hides the last ones behind "View 4 more".
+page = st.navigation(PAGES, expanded=True)
 model_picker()
 page.run()

@@ -41,6 +41,8 @@ PAGES = [
     "vae_app/views/latent_map.py",
     "vae_app/views/decode.py",
     "vae_app/views/interpolate.py",
+    "vae_app/views/directions.py",
+    "vae_app/views/generate.py",
     "vae_app/views/encode.py",
     "vae_app/views/health.py",
     "vae_app/views/traversals.py",

@@ -26,14 +26,24 @@ from PIL import Image, ImageDraw
 from vae_core.atlas import Atlas, images_key
 from vae_core.checkpoints import LoadedCheckpoint, list_checkpoints, load_checkpoint
 from vae_core.datasets import DatasetUnavailable, load_dataset
+from vae_core.directions import Direction, walk
 from vae_core.export import export_zip, latents_csv, projector_payload, traversal_gif, traversal_sheet
+from vae_core.generation import (
+    ClassMixture,
+    CodeClassifier,
+    fit_class_mixtures,
+    fit_code_classifier,
+    sample_mixture,
+    sample_prior,
+)
 from vae_core.geometry import dims_by_kl, timeline_projection, traversal_ranges
 from vae_core.health import kl_per_dimension_of
-from vae_core.imaging import gif_bytes, image_grid, png_bytes, scatter_frames
-from vae_core.inference import manifold_grid, traversal
+from vae_core.imaging import MIN_EXPORT_SCALE, animation_gif, gif_bytes, image_grid, png_bytes, scatter_frames
+from vae_core.inference import decode_latents, manifold_grid, traversal
 from vae_core.metrics import decode_seconds
 from vae_core.model import VAE
 from vae_core.preprocess import PreparedImage, prepare_image
+from vae_core.registry import RunRegistry
 from vae_core.timeline import Timeline
 
 ATLAS_STORE_SIZE = 16
@@ -167,9 +177,13 @@ def traversal_files(
     offsets = np.linspace(-width, width, steps)
     columns = ["μ" if abs(o) < 1e-9 else f"{o:+.2g}σ".replace("-", "−") for o in offsets]
     sheet = traversal_sheet(
-        images, row_labels=[f"z{i} · KL {kl[i]:.2f} nats" for i in dims], column_labels=columns, scale=scale
+        images,
+        row_labels=[f"z{i} · KL {kl[i]:.2f} nats" for i in dims],
+        column_labels=columns,
+        scale=scale,
+        font_size=max(14, 4 * scale),
     )
-    return png_bytes(sheet), traversal_gif(images, labels=[f"z{i}" for i in dims], scale=max(1, scale - 1))
+    return png_bytes(sheet), traversal_gif(images, labels=[f"z{i}" for i in dims], scale=scale)
 
 
 @st.cache_data(show_spinner="Preparing the files …", max_entries=8)
@@ -204,17 +218,21 @@ def timeline_key(timeline: Timeline) -> str:
 
 
 @st.cache_data(show_spinner="Drawing the animations …", max_entries=8)
-def timeline_gifs(key: str, _timeline: Timeline, class_names: tuple[str, ...]) -> tuple[bytes, bytes]:
+def timeline_gifs(
+    key: str, _timeline: Timeline, class_names: tuple[str, ...], scale: int = MIN_EXPORT_SCALE
+) -> tuple[bytes, bytes]:
     """Return (latent map GIF, prior samples GIF) of the timeline whose ``timeline_key`` is ``key``.
 
-    The map uses ``geometry.timeline_projection`` and the class palette, like the page's animation.
+    The map uses ``geometry.timeline_projection`` and the class palette, like the page's animation;
+    it is 320 pixels square, 640 from ``scale`` 6 up (slides). The samples are enlarged ``scale`` times.
     """
     frames = _timeline.frames
     titles = [f"epoch {f.epoch}" for f in frames]
     coords = timeline_projection(frames)
-    scatter = scatter_frames(coords, _timeline.labels, titles=titles, class_names=class_names)
-    prior = [image_grid(f.samples, ncols=4, scale=3) for f in frames]
-    return gif_bytes(scatter, duration_ms=400), gif_bytes(prior, duration_ms=400)
+    zoom = 2 if scale >= 6 else 1
+    scatter = scatter_frames(coords, _timeline.labels, titles=titles, class_names=class_names, zoom=zoom)
+    prior = animation_gif(np.stack([f.samples for f in frames]), scale=scale, ncols=4, duration_ms=400)
+    return gif_bytes(scatter, duration_ms=400), prior
 
 
 @st.cache_data(show_spinner=False)
@@ -235,3 +253,112 @@ def manifold_picture(
     """
     grid = manifold_grid(_model, n=n, dims=dims, base=np.array(base))
     return png_bytes(image_grid(grid.images, ncols=n, pad=0)), grid.values
+
+
+@st.cache_resource(show_spinner=False)
+def run_registry() -> RunRegistry:
+    """Return the server's one registry of training runs (shared by every session; thread-safe)."""
+    return RunRegistry()
+
+
+@st.cache_data(show_spinner="Counting the training images …", max_entries=16)
+def train_size(name: str, data_root: str) -> int | None:
+    """Return how many training images the named dataset has on disk, or None when it is not there."""
+    try:
+        return len(load_dataset(name, root=data_root, download=False).train_x)
+    except DatasetUnavailable:
+        return None
+
+
+class ClassSamples(NamedTuple):
+    """Decoded samples of one class from its mixture, beside prior samples, and what a classifier makes of them.
+
+    ``mixture`` and ``prior`` are PNG grids; ``*_shares`` float (K,) the share of each batch the
+    classifier on the codes assigns to each class of ``classes``; ``accuracy`` the classifier's
+    held-out accuracy on the atlas codes; ``covariance`` and ``components`` describe the mixture.
+    """
+
+    mixture: bytes
+    prior: bytes
+    mixture_shares: np.ndarray
+    prior_shares: np.ndarray
+    classes: tuple[int, ...]
+    accuracy: float
+    covariance: str
+    components: int
+    codes: int
+
+
+@st.cache_resource(show_spinner="Fitting a Gaussian mixture per class …", max_entries=8)
+def class_generators(
+    model_key: str, data_key: str, _atlas: Atlas, *, components: int, seed: int
+) -> tuple[dict[int, ClassMixture], CodeClassifier]:
+    """Return one Gaussian mixture per class fitted to the atlas codes of (model, data), and a classifier on them.
+
+    Shared read-only between sessions (scikit-learn estimators are not copied per call).
+    """
+    mixtures = fit_class_mixtures(_atlas.mu, _atlas.labels, components=components, seed=seed)
+    return mixtures, fit_code_classifier(_atlas.mu, _atlas.labels, seed=seed)
+
+
+@st.cache_data(show_spinner="Sampling and decoding …", max_entries=32)
+def class_samples(
+    model_key: str,
+    data_key: str,
+    _model: VAE,
+    _atlas: Atlas,
+    *,
+    label: int,
+    n: int,
+    seed: int,
+    components: int,
+    temperature: float,
+    ncols: int,
+    scale: int,
+) -> ClassSamples:
+    """Decode ``n`` seeded samples of class ``label``'s mixture and ``n`` prior samples, and classify their codes.
+
+    Both are drawn at ``temperature`` (their spreads scaled by it), so they compare fairly.
+    """
+    mixtures, classifier = class_generators(model_key, data_key, _atlas, components=components, seed=0)
+    if label not in mixtures:
+        raise ValueError(f"class {label} has fewer than 2 images in the atlas: nothing to fit a mixture to")
+    mixture = mixtures[label]
+    z_mix = sample_mixture(mixture, n=n, seed=seed, temperature=temperature)
+    z_prior = sample_prior(_atlas.mu.shape[1], n=n, seed=seed, temperature=temperature)
+    grids = [
+        png_bytes(image_grid(decode_latents(_model, z), ncols=ncols, scale=scale)) for z in (z_mix, z_prior)
+    ]
+    return ClassSamples(
+        *grids,
+        classifier.shares(z_mix),
+        classifier.shares(z_prior),
+        classifier.classes,
+        classifier.held_out_accuracy,
+        mixture.covariance,
+        len(mixture.weights),
+        mixture.n,
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def attribute_walk(
+    model_key: str,
+    data_key: str,
+    _model: VAE,
+    z: np.ndarray,
+    direction: Direction,
+    *,
+    strip_t: tuple[float, ...],
+    gif_t: tuple[float, ...],
+    gif_scale: int,
+) -> tuple[bytes, bytes]:
+    """Return (PNG strip at ``strip_t``, GIF at ``gif_t`` enlarged ``gif_scale`` times) of ``z`` moved along ``direction``.
+
+    ``z`` and ``direction`` come from the atlas of (``model_key``, ``data_key``) or an image encoded by
+    that model; neither depends on the slider, so moving it does not redraw them.
+    """
+    images = decode_latents(_model, walk(z, direction, ts=np.array(strip_t)))
+    frames = decode_latents(_model, walk(z, direction, ts=np.array(gif_t)))
+    gif = animation_gif(frames, scale=gif_scale, duration_ms=120, boomerang=True)
+    return png_bytes(image_grid(images, ncols=len(images), scale=4)), gif

@@ -8,6 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from vae_app.escape import plot_text
+
 ACTIVE_COLOUR, INACTIVE_COLOUR, PRIOR_COLOUR = "#4C78A8", "#BAB0AC", "#E45756"
 TRAIN_COLOUR, TEST_COLOUR = "#4f46e5", "#f97316"
 
@@ -270,5 +272,118 @@ def path_log_prior(
         legend={"orientation": "h", "y": 1.12},
         xaxis_title="t (0 = A's code, 1 = B's code)",
         yaxis_title="log p(z) under the prior (nats)",
+    )
+    return fig
+
+
+def projection_histograms(
+    groups: Sequence[tuple[str, np.ndarray, str]], *, marker: float | None = None, height: int = 300
+) -> go.Figure:
+    """Draw each group's projections onto an attribute direction as overlaid histograms on shared bins.
+
+    ``groups`` holds (name, projections (N,), colour); 0 is group 1's mean code, 1 group 2's.
+    ``marker`` draws a dashed line where the image being moved lies now.
+    """
+    values = np.concatenate([np.asarray(v, dtype=float) for _, v, _ in groups])
+    lo, hi = float(values.min()), float(values.max())
+    size = (hi - lo) / 40 if hi > lo else 1.0
+    fig = go.Figure()
+    for name, v, colour in groups:
+        fig.add_histogram(
+            x=v,
+            name=name,
+            marker_color=colour,
+            opacity=0.6,
+            xbins={"start": lo, "end": hi + size, "size": size},
+            histnorm="probability",
+            hovertemplate=f"{name}<br>%{{x}}: %{{y:.1%}}<extra></extra>",
+        )
+    if marker is not None:
+        fig.add_vline(
+            x=float(marker),
+            line_dash="dash",
+            line_color="#111827",
+            annotation_text="your image",
+            annotation_position="top left",
+            line_width=2,
+        )
+    fig.update_layout(
+        barmode="overlay",
+        height=height,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": 1.12},
+        xaxis_title="position (0: group 1's mean, 1: group 2's)",
+        yaxis_title="share of the group",
+        bargap=0.02,
+    )
+    return fig
+
+
+def class_share_bars(
+    shares: Sequence[tuple[str, np.ndarray]], *, class_labels: Sequence[str], colours: Sequence[str]
+) -> go.Figure:
+    """Draw, per way of sampling, the share of its samples the classifier puts in each class.
+
+    ``shares`` holds (name, fractions (K,)), one bar group per class, coloured by ``colours`` (K,).
+    """
+    fig = go.Figure()
+    for j, (name, fractions) in enumerate(shares):
+        fig.add_bar(
+            x=list(class_labels),
+            y=fractions,
+            name=name,
+            marker_color=list(colours),
+            marker_pattern_shape="" if j == 0 else "/",
+            opacity=1.0 if j == 0 else 0.55,
+            hovertemplate=f"{name}<br>class %{{x}}: %{{y:.0%}}<extra></extra>",
+        )
+    fig.update_layout(
+        barmode="group",
+        height=280,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": 1.15},
+        xaxis_title="class the classifier assigns",
+        yaxis={"title": "share of the samples", "tickformat": ".0%"},
+        xaxis_type="category",
+    )
+    return fig
+
+
+MODEL_COLOURS = ("#4f46e5", "#f97316")  # model A, model B (Compare)
+
+
+def loss_overlay(histories: dict[str, Sequence[dict[str, float]]], *, height: int = 320) -> go.Figure:
+    """Draw several models' training histories over each other: test (solid) and train (dotted) per panel.
+
+    Args:
+        histories: a label per model (e.g. "A: mnist-mlp-2") and its per-epoch records, as checkpoints store them.
+        height: the figure's height in pixels.
+    """
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in LOSS_PANELS], horizontal_spacing=0.07)
+    for index, (raw_label, history) in enumerate(histories.items()):
+        label = plot_text(raw_label)  # Plotly renders HTML in names and hover text; a model's name is text
+        colour = MODEL_COLOURS[index % len(MODEL_COLOURS)]
+        epochs = [int(r["epoch"]) for r in history]
+        for col, (key, _) in enumerate(LOSS_PANELS, start=1):
+            for split, prefix, dash in (("test", "val", "solid"), ("train", "train", "dot")):
+                fig.add_trace(
+                    go.Scatter(
+                        x=epochs,
+                        y=[r[f"{prefix}_{key}"] for r in history],
+                        mode="lines",
+                        name=f"{label} ({split})",
+                        line={"color": colour, "dash": dash},
+                        legendgroup=f"{label} ({split})",
+                        showlegend=col == 1,
+                        hovertemplate=f"{label}, {split}<br>epoch %{{x}}: %{{y:.1f}} nats<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
+    for col in range(1, 4):
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+    fig.update_yaxes(title_text="nats per image", row=1, col=1)
+    fig.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3}
     )
     return fig
