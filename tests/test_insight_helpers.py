@@ -282,7 +282,7 @@ def test_labels_fall_back_to_ascii_without_a_unicode_font(monkeypatch):
 
 def test_traversal_gif_plays_forwards_then_back():
     images = torch.linspace(0, 1, 6).view(1, 6, 1, 1, 1).expand(2, 6, 1, 4, 4)
-    gif = Image.open(io.BytesIO(traversal_gif(images, labels=["z0", "z1"], scale=2)))
+    gif = Image.open(io.BytesIO(traversal_gif(images, labels=["z0", "z1"], scale=3)))
     assert gif.format == "GIF" and gif.n_frames == 6 + 4
 
 

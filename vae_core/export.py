@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from vae_core.imaging import gif_bytes, image_grid, to_pil, to_uint8, upscale
+from vae_core.imaging import MIN_EXPORT_SCALE, export_scale, gif_bytes, image_grid, to_pil, to_uint8, upscale
 
 VECTORS_FILE = "vectors.tsv"
 METADATA_FILE = "metadata.tsv"
@@ -388,9 +388,21 @@ def traversal_gif(
     images: np.ndarray | torch.Tensor,
     *,
     labels: Sequence[str] | None = None,
-    scale: int = 3,
+    scale: int = MIN_EXPORT_SCALE,
     duration_ms: int = 150,
 ) -> bytes:
-    """Return an animated GIF that sweeps every row of a traversal at once, forwards then back."""
-    frames = traversal_frames(images, labels=labels, scale=scale)
+    """Return an animated GIF that sweeps every row of a traversal at once, forwards then back.
+
+    Args:
+        images: (rows, steps, C, H, W), float in [0, 1] or uint8.
+        labels: one short text per row (e.g. "z3"), drawn above its tile.
+        scale: enlargement of each tile, checked by ``imaging.export_scale`` (>= 3, fit for slides);
+            the labels grow with it.
+        duration_ms: how long each frame shows.
+
+    Returns:
+        The GIF file's bytes.
+    """
+    scale = export_scale(scale)
+    frames = traversal_frames(images, labels=labels, scale=scale, font_size=max(14, 4 * scale))
     return gif_bytes(frames, duration_ms=duration_ms, boomerang=len(frames) > 2)

@@ -438,3 +438,69 @@ def grid_position(values: np.ndarray, z: float) -> float:
     else:
         pos = float(np.interp(z, values, centres))
     return float(np.clip(pos, 0.0, n))
+
+
+def ellipse_outline(
+    centre: Sequence[float] | np.ndarray,
+    radii: Sequence[float] | np.ndarray,
+    *,
+    k: float = 1.0,
+    points: int = 96,
+) -> np.ndarray:
+    """Return the closed outline of the axis-aligned ellipse centre + k * radii * (cos t, sin t).
+
+    In two chosen dimensions of a diagonal Gaussian N(mu, diag(std^2)) this is the contour at
+    k standard deviations (Mahalanobis distance k); for N(0, I) it is the circle of radius k.
+
+    Args:
+        centre: the centre (2,), e.g. mu of the two dimensions.
+        radii: the semi-axes (2,), > 0, e.g. std of the two dimensions.
+        k: how many standard deviations out, > 0.
+        points: points on the outline, >= 8 (the first is repeated at the end to close it).
+
+    Returns:
+        float64 (points + 1, 2).
+    """
+    centre = np.asarray(centre, dtype=np.float64).reshape(-1)
+    radii = np.asarray(radii, dtype=np.float64).reshape(-1)
+    if centre.shape != (2,) or radii.shape != (2,):
+        raise ValueError(
+            f"centre and radii must each hold 2 numbers, got shapes {centre.shape} and {radii.shape}"
+        )
+    if not np.all(radii > 0) or not k > 0:
+        raise ValueError(f"radii and k must be > 0, got radii {radii.tolist()} and k {k}")
+    if points < 8:
+        raise ValueError(f"points must be >= 8, got {points}")
+    t = np.linspace(0.0, 2.0 * math.pi, points + 1)
+    return centre + k * radii * np.stack([np.cos(t), np.sin(t)], axis=1)
+
+
+def plane_grid(coords: np.ndarray, *, n: int, margin: float = 0.05) -> np.ndarray:
+    """Return an n x n grid of points covering the bounding box of ``coords``, widened by ``margin``.
+
+    A map drawn with these points as invisible targets reports a click anywhere on the plane as
+    the nearest grid point: on a latent-plane map, a z.
+
+    Args:
+        coords: points on the plane (N, 2), N >= 1, finite.
+        n: grid points per axis, >= 2.
+        margin: how far the grid reaches beyond the points, as a fraction of their extent per axis, >= 0.
+
+    Returns:
+        float64 (n * n, 2), row-major: x varies fastest, y increases row by row.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) == 0:
+        raise ValueError(f"coords must be (N, 2) with N >= 1, got shape {coords.shape}")
+    if not np.isfinite(coords).all():
+        raise ValueError("coords contain NaN or inf")
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    lo, hi = coords.min(axis=0), coords.max(axis=0)
+    pad = np.maximum(hi - lo, 1e-6) * margin + (hi == lo) * 0.5  # a single point still gets a plane around it
+    xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], n)
+    ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], n)
+    gx, gy = np.meshgrid(xs, ys)
+    return np.column_stack([gx.ravel(), gy.ravel()])

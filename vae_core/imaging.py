@@ -164,6 +164,62 @@ def gif_bytes(
     return buffer.getvalue()
 
 
+# Slides need at least three screen pixels per model pixel per side (28 px -> 84 px); eight keeps a
+# 28-pixel digit sharp on a projected slide (224 px). Enlargement is nearest-neighbour, so pixels stay crisp.
+MIN_EXPORT_SCALE = 3
+EXPORT_SCALES = (3, 4, 6, 8)
+SLIDE_SCALE = 8
+
+
+def export_scale(scale: int) -> int:
+    """Check the enlargement of an exported picture or animation and return it as an int.
+
+    Args:
+        scale: model pixels -> exported pixels per side, a whole number >= ``MIN_EXPORT_SCALE``.
+
+    Returns:
+        ``scale`` as an int.
+    """
+    if isinstance(scale, bool) or int(scale) != scale or scale < MIN_EXPORT_SCALE:
+        raise ValueError(
+            f"an export must be enlarged by a whole factor of at least {MIN_EXPORT_SCALE} "
+            f"(slides need >= {MIN_EXPORT_SCALE}x the model's pixels per side), got {scale}"
+        )
+    return int(scale)
+
+
+def animation_gif(
+    frames: np.ndarray | torch.Tensor,
+    *,
+    scale: int = SLIDE_SCALE,
+    ncols: int = 4,
+    duration_ms: int = 120,
+    boomerang: bool = False,
+) -> bytes:
+    """Animate decoded images as a GIF fit for slides, every model pixel a crisp scale x scale block.
+
+    Args:
+        frames: one image per frame (F, C, H, W), or one grid per frame (F, N, C, H, W) laid out
+            by ``image_grid`` in ``ncols`` columns; float in [0, 1] or uint8.
+        scale: enlargement per side, checked by ``export_scale`` (>= 3).
+        ncols: tiles per row when each frame is a grid.
+        duration_ms: how long each frame shows.
+        boomerang: play forwards then backwards.
+
+    Returns:
+        The GIF file's bytes: frames of W * scale x H * scale pixels (plus the grid's padding).
+    """
+    scale = export_scale(scale)
+    array = to_uint8(frames)
+    if array.ndim == 4:
+        pictures = [upscale(to_pil(image), scale=scale) for image in array]
+    elif array.ndim == 5:
+        pictures = [image_grid(grid, ncols=ncols, scale=scale) for grid in array]
+    else:
+        raise ValueError(f"expected frames (F, C, H, W) or (F, N, C, H, W), got shape {array.shape}")
+    return gif_bytes(pictures, duration_ms=duration_ms, boomerang=boomerang)
+
+
 # The one class palette of the app, its charts and every exported image: Matplotlib's "tab10"
 # (distinct, colour-blind tolerable), then ten darker colours for datasets with more classes.
 # None is pale, so every class shows on a white background.
@@ -210,6 +266,7 @@ def scatter_frames(
     pad: int = 14,
     titles: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
+    zoom: int = 1,
 ) -> list[Image.Image]:
     """Draw one scatter plot per frame on shared axes, e.g. the frames of an animated GIF.
 
@@ -224,9 +281,10 @@ def scatter_frames(
         pad: margin between the plot area's edge and the outermost points, in pixels.
         titles: one caption per frame drawn top left (e.g. "epoch 3"), or None.
         class_names: names for a legend strip below the plot (index = label), or None.
+        zoom: whole-number factor on every length above and on the text, e.g. 2 for slides.
 
     Returns:
-        RGB PIL images, all of one size: (size, size) plus the legend's height.
+        RGB PIL images, all of one size: (size * zoom, size * zoom) plus the legend's height.
     """
     from PIL import ImageDraw, ImageFont
 
@@ -244,13 +302,17 @@ def scatter_frames(
         raise ValueError(f"need size >= 32, radius >= 1 and pad >= radius; got {size}, {radius}, {pad}")
     if titles is not None and len(titles) != len(frames):
         raise ValueError(f"got {len(titles)} titles for {len(frames)} frames")
+    if isinstance(zoom, bool) or int(zoom) != zoom or zoom < 1:
+        raise ValueError(f"zoom must be a whole number >= 1, got {zoom}")
+    size, radius, pad, zoom = size * int(zoom), radius * int(zoom), pad * int(zoom), int(zoom)
     stacked = np.concatenate(frames) if n else np.zeros((1, 2))
     lo, hi = stacked.min(axis=0), stacked.max(axis=0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     inner = size - 1 - 2 * pad
-    font = ImageFont.load_default()
+    font = ImageFont.load_default(size=10 * zoom) if zoom > 1 else ImageFont.load_default()
     legend = _legend_entries(labels, class_names)
-    legend_height = 18 * math.ceil(len(legend) / 5) + 6 if legend else 0
+    row = 18 * zoom
+    legend_height = row * math.ceil(len(legend) / 5) + 6 * zoom if legend else 0
     images = []
     for i, coords in enumerate(frames):
         img = Image.new("RGB", (size, size + legend_height), "white")
@@ -261,11 +323,12 @@ def scatter_frames(
             y = size - 1 - y
             draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=label_colour(label))
         if titles is not None:
-            draw.text((6, 4), str(titles[i]), fill=(40, 40, 40), font=font)
+            draw.text((6 * zoom, 4 * zoom), str(titles[i]), fill=(40, 40, 40), font=font)
         for j, (label, name) in enumerate(legend):
-            left, top = 8 + (j % 5) * (size - 8) // 5, size + 6 + 18 * (j // 5)
-            draw.rectangle((left, top + 2, left + 8, top + 10), fill=label_colour(label))
-            draw.text((left + 12, top), name, fill=(40, 40, 40), font=font)
+            left, top = 8 * zoom + (j % 5) * (size - 8 * zoom) // 5, size + 6 * zoom + row * (j // 5)
+            box = (left, top + 2 * zoom, left + 8 * zoom, top + 10 * zoom)
+            draw.rectangle(box, fill=label_colour(label))
+            draw.text((left + 12 * zoom, top), name, fill=(40, 40, 40), font=font)
         images.append(img)
     return images
 

@@ -16,7 +16,7 @@ import torch
 
 from vae_core.datasets import to_float
 from vae_core.geometry import interpolate, log_prior
-from vae_core.model import VAE, Posterior
+from vae_core.model import VAE, Posterior, reparameterize
 
 COV_JITTER = 1e-6
 
@@ -347,3 +347,101 @@ def decode_one(model: VAE, z: np.ndarray | torch.Tensor) -> torch.Tensor:
         return decode_latents(model, z)[0]
     finally:
         torch.set_num_threads(previous)
+
+
+class EpsDraws(NamedTuple):
+    """Codes drawn from one image's posterior with the reparameterisation trick, and their images.
+
+    ``eps`` and ``z`` are float32 (n, D) with z = mu + exp(logvar / 2) * eps; ``images``
+    (n, C, H, W) in [0, 1] decode ``z``.
+    """
+
+    eps: np.ndarray
+    z: np.ndarray
+    images: torch.Tensor
+
+
+def reparameterised_draws(
+    model: VAE, mu: np.ndarray | torch.Tensor, logvar: np.ndarray | torch.Tensor, *, n: int, seed: int
+) -> EpsDraws:
+    """Draw ``n`` codes z = mu + sigma * eps from q(z|x) = N(mu, diag(sigma^2)) and decode them.
+
+    The noise eps ~ N(0, I) comes from ``seeded_eps`` and z from ``vae_core.model.reparameterize``
+    (Kingma & Welling 2014, sec. 2.4, eq. 10), the very step training takes, so one seed always
+    gives the same draws.
+
+    Args:
+        model: the VAE.
+        mu: the posterior mean of one image (D,).
+        logvar: its log-variance (D,).
+        n: how many draws, >= 1.
+        seed: seed of the noise.
+
+    Returns:
+        EpsDraws(eps (n, D), z (n, D), images (n, C, H, W)).
+    """
+    d = model.config.latent_dim
+    mu_t = _as_latents(mu, d)
+    logvar_t = _as_latents(logvar, d)
+    if len(mu_t) != 1 or len(logvar_t) != 1:
+        raise ValueError(
+            f"expected one posterior (D,), got mu {tuple(np.shape(mu))} and logvar {tuple(np.shape(logvar))}"
+        )
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    eps = seeded_eps((n, d), generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"))
+    z = reparameterize(mu_t, logvar_t, eps)
+    return EpsDraws(eps.numpy(), z.numpy(), decode_latents(model, z))
+
+
+class ManifoldPatch(NamedTuple):
+    """Images decoded on an n x n grid of latents centred on one z, and the grid's values per axis.
+
+    ``images`` is (n * n, C, H, W) in [0, 1], row-major: row r, column c holds
+    z[dims[0]] = xs[c] and z[dims[1]] = ys[n - 1 - r], so y decreases downwards as on a map.
+    """
+
+    images: torch.Tensor
+    xs: np.ndarray
+    ys: np.ndarray
+
+
+def manifold_around(
+    model: VAE,
+    z: np.ndarray | torch.Tensor,
+    *,
+    half_width: float,
+    n: int = 9,
+    dims: tuple[int, int] = (0, 1),
+) -> ManifoldPatch:
+    """Decode the latents on a square grid centred on ``z`` in two dimensions, the others kept at ``z``.
+
+    The local version of ``manifold_grid``: what the decoder draws around one point of the latent plane.
+
+    Args:
+        model: the VAE.
+        z: the centre (D,).
+        half_width: the grid reaches z[dim] +- half_width along each of ``dims``, > 0.
+        n: grid points per axis, >= 2 (odd puts z itself in the middle cell).
+        dims: the latent dimensions along x (columns) and y (rows).
+
+    Returns:
+        ManifoldPatch(images (n * n, C, H, W), xs (n,), ys (n,) increasing).
+    """
+    d = model.config.latent_dim
+    centre = _as_latents(z, d)
+    if len(centre) != 1:
+        raise ValueError(f"expected one latent (D,), got shape {tuple(np.shape(z))}")
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    if not half_width > 0 or not np.isfinite(half_width):
+        raise ValueError(f"half_width must be a positive number, got {half_width}")
+    a, b = dims
+    if not (0 <= a < d and 0 <= b < d) or a == b:
+        raise ValueError(f"dims must be two different dimensions in [0, {d - 1}], got {tuple(dims)}")
+    offsets = torch.linspace(-half_width, half_width, n)
+    xs, ys = centre[0, a] + offsets, centre[0, b] + offsets
+    batch = centre.repeat(n * n, 1)
+    batch[:, a] = xs.repeat(n)
+    batch[:, b] = ys.flip(0).repeat_interleave(n)
+    return ManifoldPatch(decode_latents(model, batch), xs.numpy(), ys.numpy())

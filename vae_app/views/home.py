@@ -5,6 +5,7 @@ import streamlit as st
 
 from vae_app import charts, figures, state
 from vae_app.escape import md
+from vae_app.teaching import reparameterisation_panel
 from vae_app.widgets import ELBO_HELP, guard, map_caption, show_images
 from vae_core.imaging import to_uint8
 from vae_core.inference import decode_latents, prior_samples
@@ -34,6 +35,7 @@ cols[5].metric(
     if "test_nll" in metrics
     else None,
 )
+st.caption(f"Trained with {state.beta_summary(info)}: the objective is written out in step 4 below.")
 if info.extra.get("description"):
     st.caption(
         f"{md(info.extra['description'])} · {model.num_parameters():,} parameters · {md(info.preprocessing)}"
@@ -96,7 +98,7 @@ with text_col:
 2. **Sample.** A code is drawn with the reparameterization trick, z = μ + σ ⊙ ε with ε ~ N(0, I):
    here ε = {vec(b.eps)} gives z = {vec(b.z)}. Writing the noise this way lets gradients flow to μ and σ.
 3. **Decoder.** The decoder maps z back to an image: the picture on the left, next to the input.
-4. **Score.** Training maximizes the evidence lower bound, ELBO = E_q[log p(x|z)] − KL, a lower bound on log p(x):
+4. **Score.** {state.objective_summary(info)}:
    - for this one draw of ε, the reconstruction term log p(x|z) = {-b.recon:.1f} nats ({cfg.likelihood}
      likelihood, summed over pixels): how well the decoded image explains the input. Another ε gives another
      value, so one draw is only a noisy look at the expectation;
@@ -113,6 +115,10 @@ with text_col:
             f"Over the test set this model averages a reconstruction term of {-metrics['test_recon']:.1f} "
             f"and a KL of {metrics['test_kl']:.1f} nats per image."
         )
+
+st.divider()
+ident = f"{state.model_key(loaded)}:{data.key}:{example}"
+reparameterisation_panel(model, b.mu, b.logvar, label=int(atlas.labels[example]), ident=ident)
 
 st.divider()
 map_col, loss_col = st.columns([2, 3], gap="large")

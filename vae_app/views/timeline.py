@@ -7,6 +7,7 @@ import streamlit as st
 
 from vae_app import cache, figures, state, train_run
 from vae_app.escape import md
+from vae_app.teaching import export_scale_picker
 from vae_app.widgets import show_images
 from vae_core.geometry import timeline_projection
 from vae_core.timeline import Timeline
@@ -65,8 +66,11 @@ def draw(timeline: Timeline, class_names: tuple[str, ...], note: str) -> None:
         epoch = st.select_slider("Epoch", epochs, value=epochs[-1], key=f"timeline_epoch_{source}")
         show_images(frames[epochs.index(epoch)].samples, ncols=4, scale=3)
         st.caption("The same 16 codes z ~ N(0, I) decoded after each epoch.")
-    scatter_gif, prior_gif = cache.timeline_gifs(cache.timeline_key(shown), shown, class_names)
     st.subheader("Animations")
+    c_size, _ = st.columns([1, 3])
+    with c_size:
+        scale = export_scale_picker(key="timeline_export_scale", image_shape=frames[-1].samples.shape[1:])
+    scatter_gif, prior_gif = cache.timeline_gifs(cache.timeline_key(shown), shown, class_names, scale)
     a, b = st.columns(2)
     a.image(scatter_gif, caption="Latent codes, epoch by epoch")
     a.download_button(

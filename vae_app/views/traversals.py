@@ -5,6 +5,7 @@ import streamlit as st
 
 from vae_app import cache, figures, state
 from vae_app.escape import md
+from vae_app.teaching import export_scale_picker
 from vae_app.widgets import guard
 from vae_core.imaging import to_pil, upscale
 
@@ -83,7 +84,12 @@ width = c_width.slider(
 )
 
 index = int(members[nth])
-scale = max(1, round(TILE_PX / max(info.model_config.image_shape[1:])))
+tile = max(1, round(TILE_PX / max(info.model_config.image_shape[1:])))
+left, right = st.columns([1.4, 4], gap="large")
+with left:
+    scale = export_scale_picker(
+        key="traversals_export_scale", image_shape=info.model_config.image_shape, label="Picture size"
+    )
 sheet = gif = None
 with guard("draw the traversal"):
     sheet, gif = cache.traversal_files(
@@ -92,10 +98,9 @@ with guard("draw the traversal"):
 if sheet is None:
     st.stop()
 
-left, right = st.columns([1.4, 4], gap="large")
 with left:
     st.image(
-        upscale(to_pil(data.images[index]), scale=scale),
+        upscale(to_pil(data.images[index]), scale=tile),
         caption=f"The example: test image #{index} ({md(figures.class_name(data.class_names, label))})",
         width=TILE_PX,
         output_format="PNG",
