@@ -256,5 +256,10 @@ def test_sigkill_mid_run_leaves_a_loadable_autosave_at_most_one_epoch_behind(tmp
     loaded = load_checkpoint(item.path)
     assert loaded.info.epochs >= 2 and loaded.info.epochs >= printed - 1, (loaded.info.epochs, printed)
     assert loaded.info.dataset == "digits" and item.epochs_planned == 10_000
+    # Adam's state of the saved epoch travels with it, so a resume from the autosave continues exactly.
+    assert loaded.train_state is not None
+    steps = loaded.info.history[-1]["steps"]
+    assert loaded.train_state.step == steps and steps % loaded.info.epochs == 0 and steps > 0
+    assert loaded.train_state.optimizer["state"], "Adam's moments are saved, not a fresh optimizer"
     # No half-written file remains: only the autosave, which loaded above.
     assert [p.name for p in folder.iterdir()] == [item.path.name]

@@ -29,9 +29,7 @@ NAV = '[data-testid="stSidebarNav"] a'
 LEGEND = '[data-testid="stPlotlyChart"] .legend .traces'
 
 
-def test_a_fresh_server_shows_every_page_then_the_stored_map_without_computing(
-    chromium, tmp_path: Path
-):
+def test_a_fresh_server_shows_every_page_then_the_stored_map_without_computing(chromium, tmp_path: Path):
     shipped = ROOT / "checkpoints" / "mnist-conv-16.pt"
     if not shipped.is_file():
         pytest.skip("needs the shipped checkpoints/mnist-conv-16.pt (make checkpoints)")

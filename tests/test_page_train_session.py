@@ -284,3 +284,14 @@ def test_the_summary_counts_earlier_steps_of_a_continued_model() -> None:
         summary_text(snap(8, ({"epoch": 2, "steps": 8},))) == "2 min 15 s of training · 8 optimisation steps"
     )
     assert summary_text(snap(8, ({"epoch": 5, "steps": 20},))).endswith("8 optimisation steps (20 in all)")
+
+
+def test_continuing_a_model_names_the_batch_size_and_rate_it_was_trained_with(folder: Path) -> None:
+    at = app_test(TRAIN)
+    select_model(at, folder / "beta-four.pt")  # trained at batch 32, lr 1e-3
+    at.checkbox(key="train_resume").check().run()
+    assert_no_exception(at)
+    hint = "It was trained at batch size 32 and learning rate 0.001"
+    assert hint in texts(at.caption)
+    at.number_input(key="train_batch").set_value(32).run()
+    assert hint not in texts(at.caption)  # the same settings: nothing to say

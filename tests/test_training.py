@@ -49,6 +49,22 @@ def test_fit_calls_step_and_epoch_callbacks():
     assert epochs == [1, 2]
 
 
+def test_fit_hands_over_the_optimizer_state_after_every_epoch():
+    states, order = [], []
+    result = fit(
+        tiny_model(),
+        random_splits(n_train=100),
+        TrainConfig(epochs=2, **CPU),
+        on_state=lambda state: (states.append(state), order.append("state")),
+        on_epoch=lambda r, m: order.append("epoch"),
+    )
+    assert [s.step for s in states] == [4, 8] == [r["steps"] for r in result.history]
+    assert order == ["state", "epoch", "state", "epoch"]  # a saver in on_epoch already has the state
+    assert states[-1].step == result.state.step
+    for name, value in result.state.optimizer["state"][0].items():  # the last one is fit's final state
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(states[-1].optimizer["state"][0][name]))
+
+
 def test_kl_warmup_ramps_the_recorded_weight():
     history = fit(tiny_model(), random_splits(), TrainConfig(epochs=3, kl_warmup_epochs=4, **CPU)).history
     weights = [r["kl_weight"] for r in history]

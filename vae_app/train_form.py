@@ -194,6 +194,12 @@ def settings_form(offline: list[str], loaded: LoadedCheckpoint | None) -> dict |
             "training timeline. Models saved with their optimizer state continue Adam where it stopped (same "
             "batch size and learning rate: the curve goes on without a jump). The saved original is not changed.",
         )
+        trained = loaded.info.train_config if loaded is not None else None
+        if resume and trained is not None and (trained.batch_size, trained.lr) != (batch, lr):
+            st.caption(
+                f"It was trained at batch size {trained.batch_size} and learning rate {trained.lr:g}; set those "
+                "to continue exactly where it stopped."
+            )
         with st.expander("Advanced"):
             hidden = st.text_input("MLP hidden layer widths", key="train_hidden")
             channels = st.text_input("Conv channels (one stride-2 layer each)", key="train_channels")

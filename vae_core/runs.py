@@ -139,9 +139,12 @@ class TrainingRun:
         self._train_epochs = train_config.epochs if train else 0
         self._epochs_for = epochs_for
         # The optimizer state and step count to continue from (``fit(resume=...)``). ``train_state`` is
-        # what goes with the model when saved: None while training (a mid-run autosave has none),
-        # fit's state after the last completed epoch once the run ends.
+        # what goes with the model when saved: None while training, fit's state after the last
+        # completed epoch once the run ends.
         self._resume = train_state
+        # Adam's state after the last completed epoch (``fit``'s ``on_state``): a mid-run autosave
+        # carries it, so a run a crash cut short resumes exactly too.
+        self._epoch_state = train_state
         self.train_state = None if train else train_state
         self._epochs_note: str | None = None
         # Written by the training thread after every step without a lock: one tuple assignment is atomic.
@@ -277,7 +280,7 @@ class TrainingRun:
         try:
             self._train()
         except NonFiniteLossError as exc:
-            self.train_state = None  # the model went back to its last good epoch; fit's state is unknown
+            self.train_state = self._epoch_state  # the model went back to its last good epoch: its state
             self._save_progress(force=True)  # the model is back at its last good epoch
             self._update(status="failed", error=str(exc), message="stopped: the loss became non-finite")
         except Exception as exc:  # the UI shows the message; the thread must not die silently
@@ -365,6 +368,7 @@ class TrainingRun:
             stop=self._stop,
             history=self._prior_history,
             resume=self._resume,
+            on_state=self._keep_state,
         )
         self.train_state = result.state
         model.cpu().eval()
@@ -375,6 +379,9 @@ class TrainingRun:
             self._update(status="stopped", message=f"{why}; kept the model after epoch {kept}")
         else:
             self._update(status="finished", message=f"finished {len(result.history)} epochs")
+
+    def _keep_state(self, state: TrainState) -> None:
+        self._epoch_state = state
 
     def _save_progress(self, *, force: bool) -> None:
         """Autosave the model and history as they are now (on the training thread, between epochs)."""
@@ -395,5 +402,5 @@ class TrainingRun:
             timeline=self._recorder.timeline(),
             epochs_planned=len(self._prior_history) + self.train_config.epochs,
             force=force,
-            train_state=self.train_state,
+            train_state=self.train_state if self.train_state is not None else self._epoch_state,
         )

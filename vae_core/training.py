@@ -212,6 +212,7 @@ def fit(
     *,
     on_step: Callable[[StepInfo], None] | None = None,
     on_epoch: Callable[[dict[str, float], VAE], None] | None = None,
+    on_state: Callable[[TrainState], None] | None = None,
     stop: threading.Event | None = None,
     history: Sequence[dict[str, float]] = (),
     resume: TrainState | None = None,
@@ -233,6 +234,8 @@ def fit(
         config: epochs, batch size, learning rate, warm-up, seed, device, binarization.
         on_step: called after every step with a ``StepInfo`` (its losses stay on the device until read).
         on_epoch: called after every epoch with the new history record and the model.
+        on_state: called after every epoch, before ``on_epoch``, with the optimizer state and step
+            count after it (a copy: what ``resume`` needs), so a saver between epochs can resume exactly.
         stop: when set, training stops at the next step and the model returns to the
             state it had after the last completed epoch.
         history: records of earlier training to continue (epochs, and the KL warm-up, count on from them).
@@ -349,6 +352,8 @@ def fit(
             records.append(record)
             good_state = copy.deepcopy(model.state_dict())
             good_train = TrainState(copy.deepcopy(optimizer.state_dict()), steps)
+            if on_state is not None:
+                on_state(good_train)
             if on_epoch is not None:
                 on_epoch(record, model)
     finally:
