@@ -168,6 +168,10 @@ def test_a_killed_server_offers_the_run_after_a_restart(
             shown = epochs_done(page)
             os.kill(SERVER_PIDS[url], signal.SIGKILL)  # kill -9 mid-run: no shutdown code runs
             page.wait_for_timeout(500)
+        # A new tab for the restarted server: the old one keeps reconnecting with its session's state,
+        # and the new server may be given the old one's port.
+        page.close()
+        page = context.new_page()
         [autosaved] = (tmp_path / "autosave").glob("*.pt")
         kept = read_info(autosaved).epochs
         assert shown - 1 <= kept < EPOCHS, (shown, kept)  # at most the epoch in progress was lost

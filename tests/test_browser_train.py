@@ -56,6 +56,7 @@ def fill_form(page, *, epochs: int, seed: int, latent: int = 2, batch: int = 512
         box = form.get_by_label(label, exact=True)
         box.fill(str(value))
         box.press("Tab")
+        wait_for_app(page)  # as a person would: each change's rerun ends before the next field is typed
     form.get_by_role("button", name="Start training").click()
 
 

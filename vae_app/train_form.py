@@ -114,7 +114,10 @@ def suggest_epochs(offline: list[str]) -> str:
     if previous is None or ss["train_epochs"] == previous[0]:
         if previous is not None and epochs != previous[0]:
             why = f"Epochs changed from {previous[0]} to {why}"
-        ss["train_epochs"] = epochs
+        if ss["train_epochs"] != epochs:
+            # Only a change is written: writing the field sends its value to the browser, which would
+            # overwrite a number the user is typing there while this rerun runs.
+            ss["train_epochs"] = epochs
     elif n is not None:
         why = f"Suggested: {why}; you chose {ss['train_epochs']}"
     ss[SUGGESTED_KEY] = (epochs, why)
