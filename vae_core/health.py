@@ -11,6 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from vae_core.geometry import dims_by_kl
 from vae_core.inference import encode
 from vae_core.losses import kl_per_dim
 from vae_core.model import VAE
@@ -146,5 +147,4 @@ def rank_dimensions_of(
     """
     kl = kl_per_dimension_of(mu, logvar)
     active = active_units_of(mu, threshold=threshold)
-    order = np.argsort(-kl.astype(np.float64), kind="stable").astype(np.int64)
-    return DimensionRanking(order, kl, active.variances > threshold)
+    return DimensionRanking(dims_by_kl(kl), kl, active.variances > threshold)
