@@ -21,29 +21,19 @@ from torch.utils.data import Dataset
 
 from vae_core.datasets import DatasetSplits
 from vae_core.folders import (
-    _read_file,
     class_folders,
     env_limit,
     folder_test_size,
     load_folder,
+    read_image,
     resolve_folder,
 )
-from vae_core.preprocess import ImageError, Style, check_style, prepare_image
+from vae_core.preprocess import ImageError, Style, check_style
 
 FOLDER_MEMORY_MB = env_limit("VAE_FOLDER_MEMORY_MB", 2048)
 STREAM_TEST_IMAGES = 2000
 # An unreadable file in a streamed folder is replaced by the next readable one, looking this far.
 MAX_SUBSTITUTES = 16
-
-
-def read_image(file: Path, *, image_shape: tuple[int, int, int], style: Style) -> torch.Tensor:
-    """Return one image file as uint8 (C, H, W), prepared as an upload is.
-
-    Raises:
-        ImageError, OSError: the file cannot be read as an image.
-    """
-    prepared = prepare_image(_read_file(file), image_shape=image_shape, style=style, with_steps=False)
-    return (prepared.x[0] * 255.0).round().to(torch.uint8)
 
 
 class FolderImages(Dataset):

@@ -294,6 +294,16 @@ def _read_file(path: Path) -> bytes:
         return f.read(MAX_UPLOAD_BYTES + 1)
 
 
+def read_image(file: Path, *, image_shape: tuple[int, int, int], style: Style) -> torch.Tensor:
+    """Return one image file as uint8 (C, H, W), prepared as an upload is.
+
+    Raises:
+        ImageError, OSError: the file cannot be read as an image.
+    """
+    prepared = prepare_image(_read_file(file), image_shape=image_shape, style=style, with_steps=False)
+    return (prepared.x[0] * 255.0).round().to(torch.uint8)
+
+
 def folder_test_size(n: int) -> int:
     """Return how many of a folder's ``n`` images go to its test split.
 
@@ -351,13 +361,10 @@ def load_folder(
     for label, (_, files) in enumerate(groups):
         for file in files:
             try:
-                prepared = prepare_image(
-                    _read_file(file), image_shape=image_shape, style=style, with_steps=False
-                )
+                xs.append(read_image(file, image_shape=image_shape, style=style))
             except (ImageError, OSError):
                 skipped += 1
                 continue
-            xs.append((prepared.x[0] * 255.0).round().to(torch.uint8))
             ys.append(label)
     if len(xs) < 2:
         raise DatasetUnavailable(
